@@ -1,0 +1,35 @@
+//! The command-line surface: one enum variant per subcommand, each defined in `crate::cmd`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::cmd;
+
+/// lvh: the latent value hypothesis of RLAIF, made checkable.
+#[derive(Debug, Parser)]
+#[command(name = "lvh", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every subcommand. Keep one line per command; the arguments live in the command's module.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Closed forms, the demo of THEORY §8 and randomized theorem checks.
+    #[command(subcommand)]
+    Theory(cmd::theory::TheoryCommand),
+    /// Run RLAIF on a model file (population or Monte Carlo mode).
+    Simulate(cmd::simulate::Args),
+}
+
+impl Command {
+    /// Runs the command; `Ok` carries the exit code (non-zero for failed checks).
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        match self {
+            Command::Theory(c) => c.run(),
+            Command::Simulate(a) => cmd::simulate::run(a),
+        }
+    }
+}

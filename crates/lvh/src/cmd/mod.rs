@@ -1,0 +1,4 @@
+//! One module per subcommand: its clap `Args` and a `run` function.
+
+pub mod simulate;
+pub mod theory;

@@ -1,0 +1,8 @@
+//! lvh: the latent value hypothesis of RLAIF, made checkable.
+//!
+//! This crate is the command-line front end. Each subcommand lives in its own module under
+//! [`cmd`]; [`cli`] only lists them. Maths lives in `rlaif-sim` and `value-directions`, the
+//! transformer runtime in `lm-runtime`.
+
+pub mod cli;
+pub mod cmd;

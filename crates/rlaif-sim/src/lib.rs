@@ -1,0 +1,1 @@
+//! rlaif-sim
