@@ -1,1 +1,2 @@
-//! lm-runtime
+//! lm-runtime: real GGUF transformers on CPU (candle), with typed hook points, activation
+//! capture, interventions, a KV cache, generation and log-prob scoring.
