@@ -1,0 +1,255 @@
+//! The RLAIF simulator of THEORY §7, in Monte Carlo and population modes.
+//!
+//! Set `b ← g` and record round 0. Then for t = 1..T:
+//! 1. sample 2n responses from π_b: `z = μ₀ + Σ_z Wᵀ b + L ξ`, `ε = s² b + s ζ`,
+//!    `h = W z + ε`;
+//! 2. pair them consecutively, `Δh_i = h_{2i} − h_{2i+1}`;
+//! 3. label `ℓ_i ~ Bernoulli(σ(β ⟨j, Δh_i⟩ + b_pos))`;
+//! 4. fit the ridge logistic regression of [`crate::logistic`] → ŵ;
+//! 5. update `b ← b + ŵ/τ` (never renormalised: its norm is the KL budget spent);
+//! 6. record `V_t = ⟨c, b⟩`, `K_t = bᵀΣ_h b/2`, `A_t = a(b)`, `a(ŵ_t)`, `P_agree(ŵ_t)` and, as a
+//!    self-check, the Monte Carlo mean of u* over fresh draws from π_b minus `⟨θ*, μ₀⟩`, which
+//!    must match `V_t` within sampling error.
+//!
+//! Population mode replaces steps 1–4 with `ŵ = βj`.
+//!
+//! Randomness: every block of [`PAIRS_PER_BLOCK`] pairs draws from its own ChaCha8 stream,
+//! keyed by (seed, round, block), and blocks are written to fixed slots, so a run is bit-identical
+//! whatever the number of threads.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::agreement::{agree_deterministic, sigmoid};
+use crate::linalg::{axpy, dot, scaled};
+use crate::logistic::{self, FitError};
+use crate::model::LatentModel;
+use crate::theorems::{population_trajectory, Trajectory};
+
+/// Pairs per random stream / parallel work item.
+pub const PAIRS_PER_BLOCK: usize = 256;
+
+/// How the reward model of each round is obtained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// `ŵ = βj` (n → ∞).
+    Population,
+    /// Sample, label and fit n pairs per round.
+    MonteCarlo,
+}
+
+/// Judge and RLAIF settings of a run.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SimConfig {
+    /// Judge inverse temperature β ≥ 0.
+    pub beta: f64,
+    /// Position-bias logit b_pos.
+    pub b_pos: f64,
+    /// KL temperature τ > 0 (η = β/τ).
+    pub tau: f64,
+    /// Preference pairs per round n.
+    pub pairs: usize,
+    /// Rounds T.
+    pub rounds: usize,
+    /// Ridge ρ_r of the reward fit.
+    pub ridge: f64,
+    /// Population or Monte Carlo.
+    pub mode: Mode,
+    /// Seed of every random draw.
+    pub seed: u64,
+    /// Fresh responses per round for the `mc_value` self-check (0 disables it).
+    pub value_draws: usize,
+}
+
+/// One round's record (round 0 is the default policy).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RoundRecord {
+    /// Round index t.
+    pub round: usize,
+    /// `V_t = ⟨c, b_t⟩`.
+    #[serde(rename = "V")]
+    pub v: f64,
+    /// `K_t = b_tᵀ Σ_h b_t / 2`.
+    #[serde(rename = "K")]
+    pub k: f64,
+    /// `A_t = a(b_t)`.
+    #[serde(rename = "A")]
+    pub a: f64,
+    /// `a(ŵ_t)` (None at round 0).
+    pub a_hat: Option<f64>,
+    /// `½ + arcsin(a(ŵ_t))/π` (None at round 0).
+    pub agree_hat: Option<f64>,
+    /// Monte Carlo mean of u* under π_{b_t} minus the reference mean.
+    pub mc_value: Option<f64>,
+    /// Its standard error.
+    pub mc_value_se: Option<f64>,
+    /// Newton iterations of this round's fit (Monte Carlo mode).
+    pub newton_iterations: Option<usize>,
+}
+
+/// A full simulation: the records and the population prediction for the same (g, j, η, T).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SimTrace {
+    /// Settings used.
+    pub config: SimConfig,
+    /// `η = β/τ`.
+    pub eta: f64,
+    /// Rounds 0..T.
+    pub records: Vec<RoundRecord>,
+    /// The closed-form population trajectory (T1) for comparison.
+    pub population: Trajectory,
+}
+
+/// Runs RLAIF from the default tilt `g` with judgment direction `j`.
+///
+/// # Errors
+/// [`FitError`] if a round's logistic fit fails.
+pub fn simulate(m: &LatentModel, g: &[f64], j: &[f64], cfg: &SimConfig) -> Result<SimTrace, FitError> {
+    let eta = cfg.beta / cfg.tau;
+    let mut b = g.to_vec();
+    let mut records = vec![record(m, &b, 0, None, None, cfg)];
+    let mut dh = vec![0.0; cfg.pairs * m.d()];
+    let mut labels = vec![0.0; cfg.pairs];
+    for t in 1..=cfg.rounds {
+        let (w_hat, iters) = match cfg.mode {
+            Mode::Population => (scaled(j, cfg.beta), None),
+            Mode::MonteCarlo => {
+                sample_labelled_pairs(m, &b, j, cfg, t, &mut dh, &mut labels);
+                let f = logistic::fit(&dh, m.d(), &labels, cfg.ridge)?;
+                (f.w, Some(f.iterations))
+            }
+        };
+        axpy(1.0 / cfg.tau, &w_hat, &mut b);
+        records.push(record(m, &b, t, Some(&w_hat), iters, cfg));
+    }
+    let population = population_trajectory(m, g, j, eta, cfg.rounds);
+    Ok(SimTrace { config: cfg.clone(), eta, records, population })
+}
+
+fn record(
+    m: &LatentModel,
+    b: &[f64],
+    round: usize,
+    w_hat: Option<&[f64]>,
+    newton_iterations: Option<usize>,
+    cfg: &SimConfig,
+) -> RoundRecord {
+    let a_hat = w_hat.map(|w| m.alignment(w));
+    let (mc_value, mc_value_se) = if cfg.value_draws > 0 {
+        let (mean, se) = mc_value(m, b, cfg.value_draws, stream(cfg.seed, round, 1, 0));
+        (Some(mean), Some(se))
+    } else {
+        (None, None)
+    };
+    RoundRecord {
+        round,
+        v: m.value(b),
+        k: m.kl(b),
+        a: m.alignment(b),
+        a_hat,
+        agree_hat: a_hat.map(agree_deterministic),
+        mc_value,
+        mc_value_se,
+        newton_iterations,
+    }
+}
+
+/// The RNG of one block: seed, round, purpose (0 = pairs, 1 = value draws) and block index.
+fn stream(seed: u64, round: usize, purpose: u64, block: usize) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(((round as u64) << 33) | (purpose << 32) | block as u64);
+    rng
+}
+
+/// Steps 1–3: fills `dh` (`n × d`) and `labels` (n) for round `round` under policy tilt `b`.
+pub fn sample_labelled_pairs(
+    m: &LatentModel,
+    b: &[f64],
+    j: &[f64],
+    cfg: &SimConfig,
+    round: usize,
+    dh: &mut [f64],
+    labels: &mut [f64],
+) {
+    let d = m.d();
+    let k = m.k();
+    let mz = m.tilted_z_mean(b);
+    let me = scaled(b, m.s2());
+    let s = m.s2().sqrt();
+    let l = m.sigma_z_chol().l();
+    let w = m.w();
+    dh.par_chunks_mut(PAIRS_PER_BLOCK * d)
+        .zip(labels.par_chunks_mut(PAIRS_PER_BLOCK))
+        .enumerate()
+        .for_each(|(block, (dh_block, lab_block))| {
+            let mut rng = stream(cfg.seed, round, 0, block);
+            let mut xi = vec![0.0; k];
+            let mut z = vec![0.0; k];
+            let mut h2 = vec![0.0; d];
+            for (out, lab) in dh_block.chunks_exact_mut(d).zip(lab_block.iter_mut()) {
+                // Response 1 is written straight into `out`, response 2 into `h2`.
+                sample_response(&mut rng, &mz, &me, s, l, w, &mut xi, &mut z, out);
+                sample_response(&mut rng, &mz, &me, s, l, w, &mut xi, &mut z, &mut h2);
+                for (o, x) in out.iter_mut().zip(&h2) {
+                    *o -= x;
+                }
+                let p = sigmoid(cfg.beta * dot(j, out) + cfg.b_pos);
+                *lab = if rng.gen::<f64>() < p { 1.0 } else { 0.0 };
+            }
+        });
+}
+
+/// One response: `z = m_z + L ξ`, `h = W z + m_ε + s ζ` written to `h`.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn sample_response(
+    rng: &mut ChaCha8Rng,
+    mz: &[f64],
+    me: &[f64],
+    s: f64,
+    l: &crate::linalg::Mat,
+    w: &crate::linalg::Mat,
+    xi: &mut [f64],
+    z: &mut [f64],
+    h: &mut [f64],
+) {
+    for v in xi.iter_mut() {
+        *v = rng.sample(StandardNormal);
+    }
+    for (i, zi) in z.iter_mut().enumerate() {
+        *zi = mz[i] + dot(&l.row(i)[..=i], &xi[..=i]);
+    }
+    for (i, hi) in h.iter_mut().enumerate() {
+        let zeta: f64 = rng.sample(StandardNormal);
+        *hi = dot(w.row(i), z) + me[i] + s * zeta;
+    }
+}
+
+/// Mean and standard error of `u* − ⟨θ*, μ₀⟩` over `n` fresh draws of z from π_b.
+/// (u* does not depend on the nuisance ε, so only z is drawn.)
+fn mc_value(m: &LatentModel, b: &[f64], n: usize, mut rng: ChaCha8Rng) -> (f64, f64) {
+    let mz = m.tilted_z_mean(b);
+    let base = dot(m.theta(), m.mu0());
+    let k = m.k();
+    // u = θᵀ(m_z + Lξ) = θᵀm_z + (Lᵀθ)ᵀ ξ.
+    let lt_theta = m.sigma_z_chol().l().t_matvec(m.theta());
+    let mean_u = dot(m.theta(), &mz);
+    let (mut s1, mut s2) = (0.0, 0.0);
+    let mut xi = vec![0.0; k];
+    for _ in 0..n {
+        for v in xi.iter_mut() {
+            *v = rng.sample(StandardNormal);
+        }
+        let u = mean_u + dot(&lt_theta, &xi) - base;
+        s1 += u;
+        s2 += u * u;
+    }
+    let nf = n as f64;
+    let mean = s1 / nf;
+    let var = (s2 / nf - mean * mean).max(0.0) * nf / (nf - 1.0).max(1.0);
+    (mean, (var / nf).sqrt())
+}
