@@ -22,6 +22,9 @@ pub enum Command {
     Theory(cmd::theory::TheoryCommand),
     /// Run RLAIF on a model file (population or Monte Carlo mode).
     Simulate(cmd::simulate::Args),
+    /// The constitution library: list bundled constitutions, show one.
+    #[command(subcommand)]
+    Constitution(cmd::constitution::ConstitutionCommand),
 }
 
 impl Command {
@@ -30,6 +33,7 @@ impl Command {
         match self {
             Command::Theory(c) => c.run(),
             Command::Simulate(a) => cmd::simulate::run(a),
+            Command::Constitution(c) => c.run(),
         }
     }
 }

@@ -6,3 +6,5 @@
 
 pub mod cli;
 pub mod cmd;
+pub mod constitution;
+pub mod datasets;

@@ -1,4 +1,5 @@
 //! One module per subcommand: its clap `Args` and a `run` function.
 
+pub mod constitution;
 pub mod simulate;
 pub mod theory;
