@@ -360,9 +360,8 @@ impl Constitution {
     }
 
     /// Accepts a bundled name (`honesty`) or a path: `*.jsonl` is read with
-    /// [`Self::from_cai_jsonl`], anything else as TOML. A bundled name wins over a file of
-    /// the same name in the working directory only if that name has no path separator or
-    /// extension, so `./honesty.toml` always means the file.
+    /// [`Self::from_cai_jsonl`], anything else as TOML. Bundled names are looked up first;
+    /// they have no extension or path separator, so `./honesty.toml` always means the file.
     ///
     /// # Errors
     /// [`ConstitutionError::NotFound`] listing the bundled names when neither matches, or

@@ -820,3 +820,31 @@ impl ContrastArgs {
         }
     }
 }
+
+/// Command-line option for a preference set, to `#[command(flatten)]` into a command's args.
+/// Without `--pairs`, the bundled set is used.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct PreferenceArgs {
+    /// Preference pairs: TRL `{prompt, chosen, rejected}` or HH-RLHF `{chosen, rejected}` JSONL
+    /// (default: the bundled set).
+    #[arg(long, value_name = "FILE")]
+    pub pairs: Option<PathBuf>,
+}
+
+impl PreferenceArgs {
+    /// Loads the file named by `--pairs`, or the bundled set.
+    ///
+    /// # Errors
+    /// The loader's error naming file and line.
+    pub fn load(&self) -> Result<Vec<PreferencePair>, DatasetError> {
+        match &self.pairs {
+            Some(p) => read_preferences(p),
+            None => bundled_preferences(),
+        }
+    }
+}
+
+/// The items on one side of the split, in their original order.
+pub fn select_split<T: SplitKey>(items: Vec<T>, side: Split) -> Vec<T> {
+    items.into_iter().filter(|it| it.split() == side).collect()
+}

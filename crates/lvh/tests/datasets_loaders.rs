@@ -343,3 +343,25 @@ fn contrast_args_validate_csv_flags() {
     );
     assert!(a.load().is_err(), "CSV flags without --contrast");
 }
+
+#[test]
+fn preference_args_default_to_the_bundled_set_and_name_bad_files() {
+    use lvh::datasets::{bundled_preferences, select_split, PreferenceArgs, Split, SplitKey};
+    let bundled = PreferenceArgs::default().load().unwrap();
+    assert_eq!(bundled, bundled_preferences().unwrap());
+    let dev = select_split(bundled.clone(), Split::Dev);
+    let heldout = select_split(bundled.clone(), Split::Heldout);
+    assert_eq!(dev.len() + heldout.len(), bundled.len());
+    assert!(heldout.iter().all(|p| p.split() == Split::Heldout));
+
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "pairs.jsonl", "{\"prompt\": \"Q\"}\n");
+    let args = PreferenceArgs {
+        pairs: Some(p.clone()),
+    };
+    let e = args.load().unwrap_err().to_string();
+    assert!(
+        e.starts_with(&format!("{}:1:", p.display())) && e.contains("`chosen`"),
+        "{e}"
+    );
+}
