@@ -101,7 +101,8 @@ pub fn kappa(beta: f64, var_score: f64) -> f64 {
 /// for pairs from a policy under which `u* ~ N(μ, σ_u²)`:
 /// `P = ½ + (arcsin(a)/π)(2Φ(√2 (m − μ)/σ_u) − 1)`.
 pub fn agree_quadratic(a: f64, m: f64, mu: f64, sigma_u: f64) -> f64 {
-    0.5 + (a.clamp(-1.0, 1.0).asin() / PI) * (2.0 * normal_cdf(2f64.sqrt() * (m - mu) / sigma_u) - 1.0)
+    0.5 + (a.clamp(-1.0, 1.0).asin() / PI)
+        * (2.0 * normal_cdf(2f64.sqrt() * (m - mu) / sigma_u) - 1.0)
 }
 
 /// T5(b): `E_π[f] = −((μ − m)² + σ_u²)` for `f(u) = −(u − m)²`.

@@ -18,7 +18,9 @@ pub enum ConstitutionError {
     #[error("dictionary: vectors are linearly dependent")]
     DependentDictionary,
     /// A principle index is out of range.
-    #[error("constitution.principles: index {index} out of range (the dictionary has {m} vectors)")]
+    #[error(
+        "constitution.principles: index {index} out of range (the dictionary has {m} vectors)"
+    )]
     IndexOutOfRange { index: usize, m: usize },
 }
 
@@ -40,7 +42,9 @@ impl Dictionary {
         let scale = (0..m).map(|i| gram.get(i, i)).fold(0.0, f64::max);
         let gram_chol = Cholesky::new(&gram).map_err(|_| ConstitutionError::DependentDictionary)?;
         // Reject numerically dependent columns too: the smallest pivot relative to the largest.
-        let min_pivot = (0..m).map(|i| gram_chol.l().get(i, i).powi(2)).fold(f64::INFINITY, f64::min);
+        let min_pivot = (0..m)
+            .map(|i| gram_chol.l().get(i, i).powi(2))
+            .fold(f64::INFINITY, f64::min);
         if min_pivot < 1e-12 * scale {
             return Err(ConstitutionError::DependentDictionary);
         }
@@ -86,13 +90,17 @@ impl Dictionary {
     /// The oblique projection `P_C = D E_S D⁺` onto `span{d_i : i ∈ S}`.
     pub fn projection(&self, s: &[usize]) -> Mat {
         let d = self.columns.first().map_or(0, Vec::len);
-        let e_i = |i: usize| -> Vec<f64> { (0..d).map(|k| if k == i { 1.0 } else { 0.0 }).collect() };
+        let e_i =
+            |i: usize| -> Vec<f64> { (0..d).map(|k| if k == i { 1.0 } else { 0.0 }).collect() };
         // Column k of P_C is D E_S D⁺ e_k.
         let cols: Vec<Vec<f64>> = (0..d)
             .map(|k| {
                 let lam = self.coefficients(&e_i(k));
-                let masked: Vec<f64> =
-                    lam.iter().enumerate().map(|(i, &l)| if s.contains(&i) { l } else { 0.0 }).collect();
+                let masked: Vec<f64> = lam
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &l)| if s.contains(&i) { l } else { 0.0 })
+                    .collect();
                 self.combine(&masked)
             })
             .collect();
@@ -104,7 +112,10 @@ impl Dictionary {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Constitution {
     /// Dictionary principles S with weights ω: `j = Σ_{i∈S} ω_i λ_i d_i`.
-    Principles { indices: Vec<usize>, weights: Vec<f64> },
+    Principles {
+        indices: Vec<usize>,
+        weights: Vec<f64>,
+    },
     /// An orthogonal projection P: `j = P r`.
     Projection(Mat),
     /// An explicit judgment direction.
@@ -114,7 +125,10 @@ pub enum Constitution {
 impl Constitution {
     /// Principles with unit weights.
     pub fn principles(indices: &[usize]) -> Self {
-        Constitution::Principles { indices: indices.to_vec(), weights: vec![1.0; indices.len()] }
+        Constitution::Principles {
+            indices: indices.to_vec(),
+            weights: vec![1.0; indices.len()],
+        }
     }
 
     /// The judgment direction `j_C`. `dict` and `lambda` are needed for principles, `r` for a
@@ -135,7 +149,10 @@ impl Constitution {
                 let mut coef = vec![0.0; dict.len()];
                 for (&i, &w) in indices.iter().zip(weights) {
                     if i >= dict.len() {
-                        return Err(ConstitutionError::IndexOutOfRange { index: i, m: dict.len() });
+                        return Err(ConstitutionError::IndexOutOfRange {
+                            index: i,
+                            m: dict.len(),
+                        });
                     }
                     coef[i] += w * lambda[i];
                 }

@@ -17,7 +17,12 @@ use crate::sim::Mode;
 use crate::spec::{ConstitutionSpec, Instance, JudgeSpec, ModelFile, RlaifSpec};
 
 /// Names of the demo's value systems, in dictionary order.
-pub const SYSTEMS: [&str; 4] = ["harmless_ethical", "helpful_only", "harmful_antisocial", "style_fluency"];
+pub const SYSTEMS: [&str; 4] = [
+    "harmless_ethical",
+    "helpful_only",
+    "harmful_antisocial",
+    "style_fluency",
+];
 
 /// The constitutions of P1: (name, principles).
 pub const CONSTITUTIONS: [(&str, &[usize]); 5] = [
@@ -55,9 +60,18 @@ pub fn demo_model_file() -> ModelFile {
     let u = random_orthonormal(d, k, &mut rng);
     let w = u.matmul(&Mat::diag(&GAINS));
     let theta = vec![1.0, 0.6, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
-    let model = LatentModel::new(w.clone(), 0.6, theta.clone(), Mat::identity(k), vec![0.0; k])
-        .expect("demo model is valid");
-    let dict: Vec<Vec<f64>> = system_thetas().iter().map(|t| model.canonical_readout(t)).collect();
+    let model = LatentModel::new(
+        w.clone(),
+        0.6,
+        theta.clone(),
+        Mat::identity(k),
+        vec![0.0; k],
+    )
+    .expect("demo model is valid");
+    let dict: Vec<Vec<f64>> = system_thetas()
+        .iter()
+        .map(|t| model.canonical_readout(t))
+        .collect();
     let lambda = vec![0.6, 0.8, 0.5, 0.0];
     let mut r = vec![0.0; d];
     for (c, l) in dict.iter().zip(&lambda) {
@@ -77,14 +91,28 @@ pub fn demo_model_file() -> ModelFile {
         lambda: Some(lambda),
         r: None,
         g,
-        constitution: ConstitutionSpec { principles: Some(vec![0]), ..Default::default() },
-        judge: JudgeSpec { beta, position_bias: 0.0 },
-        rlaif: RlaifSpec { tau: 2.0 * beta, pairs: 1500, rounds: 10, ridge: 1e-3, mode: Mode::MonteCarlo },
+        constitution: ConstitutionSpec {
+            principles: Some(vec![0]),
+            ..Default::default()
+        },
+        judge: JudgeSpec {
+            beta,
+            position_bias: 0.0,
+        },
+        rlaif: RlaifSpec {
+            tau: 2.0 * beta,
+            pairs: 1500,
+            rounds: 10,
+            ridge: 1e-3,
+            mode: Mode::MonteCarlo,
+        },
         seed: 7,
     }
 }
 
 /// The validated demo instance.
 pub fn demo_instance() -> Instance {
-    demo_model_file().validate().expect("demo model file is valid")
+    demo_model_file()
+        .validate()
+        .expect("demo model file is valid")
 }

@@ -27,8 +27,10 @@
 //! ```
 
 pub mod agreement;
+pub mod checks;
 pub mod constitution;
 pub mod demo;
+pub mod estimate;
 pub mod linalg;
 pub mod logistic;
 pub mod mixing;

@@ -28,7 +28,11 @@ pub struct NotPositiveDefinite {
 impl Mat {
     /// The `rows × cols` zero matrix.
     pub fn zeros(rows: usize, cols: usize) -> Self {
-        Self { rows, cols, data: vec![0.0; rows * cols] }
+        Self {
+            rows,
+            cols,
+            data: vec![0.0; rows * cols],
+        }
     }
 
     /// The `n × n` identity.
@@ -53,7 +57,11 @@ impl Mat {
         if rows.iter().any(|r| r.len() != cols) {
             return None;
         }
-        Some(Self { rows: rows.len(), cols, data: rows.concat() })
+        Some(Self {
+            rows: rows.len(),
+            cols,
+            data: rows.concat(),
+        })
     }
 
     /// Wraps a row-major buffer. Panics if `data.len() != rows * cols` (a programming error).
@@ -64,7 +72,11 @@ impl Mat {
 
     /// The diagonal matrix with `diag` on its diagonal.
     pub fn diag(diag: &[f64]) -> Self {
-        Self::from_fn(diag.len(), diag.len(), |i, j| if i == j { diag[i] } else { 0.0 })
+        Self::from_fn(
+            diag.len(),
+            diag.len(),
+            |i, j| if i == j { diag[i] } else { 0.0 },
+        )
     }
 
     /// Number of rows.
@@ -155,12 +167,20 @@ impl Mat {
     pub fn add(&self, b: &Mat) -> Mat {
         assert_eq!((self.rows, self.cols), (b.rows, b.cols), "add: shapes");
         let data = self.data.iter().zip(&b.data).map(|(x, y)| x + y).collect();
-        Mat { rows: self.rows, cols: self.cols, data }
+        Mat {
+            rows: self.rows,
+            cols: self.cols,
+            data,
+        }
     }
 
     /// `α A`.
     pub fn scale(&self, alpha: f64) -> Mat {
-        Mat { rows: self.rows, cols: self.cols, data: self.data.iter().map(|x| alpha * x).collect() }
+        Mat {
+            rows: self.rows,
+            cols: self.cols,
+            data: self.data.iter().map(|x| alpha * x).collect(),
+        }
     }
 
     /// Adds `alpha` to every diagonal element.
@@ -321,7 +341,9 @@ impl Cholesky {
     /// `L x` (maps standard normal draws to `N(0, A)`).
     pub fn l_mul(&self, x: &[f64]) -> Vec<f64> {
         let n = self.l.rows();
-        (0..n).map(|i| dot(&self.l.row(i)[..=i], &x[..=i])).collect()
+        (0..n)
+            .map(|i| dot(&self.l.row(i)[..=i], &x[..=i]))
+            .collect()
     }
 }
 
@@ -339,7 +361,12 @@ pub fn sym_eigen(a: &Mat) -> (Vec<f64>, Mat) {
             .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
             .map(|(i, j)| m.get(i, j).powi(2))
             .sum();
-        let scale: f64 = m.data.iter().map(|x| x * x).sum::<f64>().max(f64::MIN_POSITIVE);
+        let scale: f64 = m
+            .data
+            .iter()
+            .map(|x| x * x)
+            .sum::<f64>()
+            .max(f64::MIN_POSITIVE);
         if off <= 1e-30 * scale {
             break;
         }

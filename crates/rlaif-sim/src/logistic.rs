@@ -12,7 +12,7 @@ use crate::agreement::sigmoid;
 use crate::linalg::{dot, Cholesky, Mat};
 
 /// Rows per parallel work item.
-const CHUNK: usize = 512;
+pub const CHUNK: usize = 512;
 
 /// Errors of the logistic fit.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -48,7 +48,10 @@ pub struct LogisticFit {
 pub fn fit(x: &[f64], d: usize, y: &[f64], ridge: f64) -> Result<LogisticFit, FitError> {
     let n = y.len();
     if d == 0 || x.len() != n * d {
-        return Err(FitError::Shape(format!("{} features for {n} labels of width {d}", x.len())));
+        return Err(FitError::Shape(format!(
+            "{} features for {n} labels of width {d}",
+            x.len()
+        )));
     }
     if y.iter().any(|l| !(0.0..=1.0).contains(l)) {
         return Err(FitError::Invalid("labels must lie in [0, 1]".into()));
@@ -79,7 +82,12 @@ pub fn fit(x: &[f64], d: usize, y: &[f64], ridge: f64) -> Result<LogisticFit, Fi
         let step_norm = t * dot(&step, &step).sqrt();
         if !accepted || step_norm < 1e-10 {
             // No decrease possible at machine precision: we are at the optimum.
-            return Ok(LogisticFit { w: theta[..d].to_vec(), intercept: theta[d], iterations: iter, loss });
+            return Ok(LogisticFit {
+                w: theta[..d].to_vec(),
+                intercept: theta[d],
+                iterations: iter,
+                loss,
+            });
         }
     }
     Err(FitError::NoConvergence(200))
@@ -159,7 +167,13 @@ fn grad_hess(x: &[f64], d: usize, y: &[f64], theta: &[f64], ridge: f64) -> (Vec<
     for (gi, wi) in grad.iter_mut().zip(w) {
         *gi += ridge * wi;
     }
-    let mut hess = Mat::from_fn(p, p, |a, b| if a <= b { upper[a * p + b] } else { upper[b * p + a] });
+    let mut hess = Mat::from_fn(p, p, |a, b| {
+        if a <= b {
+            upper[a * p + b]
+        } else {
+            upper[b * p + a]
+        }
+    });
     for a in 0..d {
         hess.set(a, a, hess.get(a, a) + ridge);
     }
@@ -197,7 +211,12 @@ pub fn weighted_gram_upper(x: &[f64], d: usize, s: &[f64]) -> Vec<f64> {
         }
         let [r0, r1, r2, r3] = &buf;
         for a in 0..p {
-            let (c0, c1, c2, c3) = (wts[0] * r0[a], wts[1] * r1[a], wts[2] * r2[a], wts[3] * r3[a]);
+            let (c0, c1, c2, c3) = (
+                wts[0] * r0[a],
+                wts[1] * r1[a],
+                wts[2] * r2[a],
+                wts[3] * r3[a],
+            );
             let hrow = &mut h[a * p + a..a * p + p];
             let (s0, s1, s2, s3) = (&r0[a..], &r1[a..], &r2[a..], &r3[a..]);
             for b in 0..hrow.len() {
@@ -276,7 +295,13 @@ mod tests {
 
     #[test]
     fn rejects_bad_labels() {
-        assert!(matches!(fit(&[1.0], 1, &[2.0], 0.0), Err(FitError::Invalid(_))));
-        assert!(matches!(fit(&[1.0, 2.0], 1, &[1.0], 0.0), Err(FitError::Shape(_))));
+        assert!(matches!(
+            fit(&[1.0], 1, &[2.0], 0.0),
+            Err(FitError::Invalid(_))
+        ));
+        assert!(matches!(
+            fit(&[1.0, 2.0], 1, &[1.0], 0.0),
+            Err(FitError::Shape(_))
+        ));
     }
 }

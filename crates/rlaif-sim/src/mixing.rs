@@ -52,14 +52,34 @@ pub fn mixed_sup(a_w: f64, a_v: f64, rho: f64) -> MixSup {
     if up && falls_later {
         let t_star = (a_v - rho * a_w) / (a_w - rho * a_v);
         let r2 = (a_w * a_w + a_v * a_v - 2.0 * rho * a_w * a_v) / (1.0 - rho * rho);
-        MixSup { shape: MixShape::InteriorPeak, sup: r2.max(0.0).sqrt(), t_star: Some(t_star) }
+        MixSup {
+            shape: MixShape::InteriorPeak,
+            sup: r2.max(0.0).sqrt(),
+            t_star: Some(t_star),
+        }
     } else if up {
-        MixSup { shape: MixShape::Increasing, sup: a_v, t_star: None }
+        MixSup {
+            shape: MixShape::Increasing,
+            sup: a_v,
+            t_star: None,
+        }
     } else if a_w < rho * a_v {
-        let (sup, t_star) = if a_w >= a_v { (a_w, Some(0.0)) } else { (a_v, None) };
-        MixSup { shape: MixShape::DipThenRise, sup, t_star }
+        let (sup, t_star) = if a_w >= a_v {
+            (a_w, Some(0.0))
+        } else {
+            (a_v, None)
+        };
+        MixSup {
+            shape: MixShape::DipThenRise,
+            sup,
+            t_star,
+        }
     } else {
-        MixSup { shape: MixShape::Decreasing, sup: a_w, t_star: Some(0.0) }
+        MixSup {
+            shape: MixShape::Decreasing,
+            sup: a_w,
+            t_star: Some(0.0),
+        }
     }
 }
 
@@ -80,11 +100,25 @@ mod tests {
 
     #[test]
     fn sup_dominates_a_grid() {
-        for &(aw, av, rho) in &[(0.3, 0.8, 0.1), (0.8, 0.3, 0.9), (0.2, -0.4, -0.5), (-0.2, 0.1, 0.7), (0.4, 0.35, 0.95)] {
+        for &(aw, av, rho) in &[
+            (0.3, 0.8, 0.1),
+            (0.8, 0.3, 0.9),
+            (0.2, -0.4, -0.5),
+            (-0.2, 0.1, 0.7),
+            (0.4, 0.35, 0.95),
+        ] {
             let s = mixed_sup(aw, av, rho);
-            let grid_max = (0..200_000).map(|i| mixed_alignment(aw, av, rho, i as f64 * 0.001)).fold(f64::MIN, f64::max);
-            assert!(s.sup >= grid_max - 1e-9, "{aw} {av} {rho}: {s:?} < {grid_max}");
-            assert!(s.sup - grid_max < 5e-3, "{aw} {av} {rho}: {s:?} vs {grid_max}");
+            let grid_max = (0..200_000)
+                .map(|i| mixed_alignment(aw, av, rho, i as f64 * 0.001))
+                .fold(f64::MIN, f64::max);
+            assert!(
+                s.sup >= grid_max - 1e-9,
+                "{aw} {av} {rho}: {s:?} < {grid_max}"
+            );
+            assert!(
+                s.sup - grid_max < 5e-3,
+                "{aw} {av} {rho}: {s:?} vs {grid_max}"
+            );
         }
     }
 }

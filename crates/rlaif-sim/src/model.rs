@@ -18,7 +18,10 @@ use crate::linalg::{dot, Cholesky, Mat, NotPositiveDefinite};
 pub enum ModelError {
     /// A parameter has the wrong shape.
     #[error("{field}: {problem}")]
-    Shape { field: &'static str, problem: String },
+    Shape {
+        field: &'static str,
+        problem: String,
+    },
     /// A parameter holds NaN or ±∞.
     #[error("{field}: contains a non-finite number")]
     NonFinite { field: &'static str },
@@ -65,7 +68,10 @@ impl LatentModel {
     ) -> Result<Self, ModelError> {
         let (d, k) = (w.rows(), w.cols());
         if d == 0 || k == 0 {
-            return Err(ModelError::Shape { field: "W", problem: "must be non-empty".into() });
+            return Err(ModelError::Shape {
+                field: "W",
+                problem: "must be non-empty".into(),
+            });
         }
         if !w.is_finite() {
             return Err(ModelError::NonFinite { field: "W" });
@@ -81,7 +87,11 @@ impl LatentModel {
         if sigma_z.rows() != k || sigma_z.cols() != k {
             return Err(ModelError::Shape {
                 field: "Sigma_z",
-                problem: format!("expected {k}×{k}, got {}×{}", sigma_z.rows(), sigma_z.cols()),
+                problem: format!(
+                    "expected {k}×{k}, got {}×{}",
+                    sigma_z.rows(),
+                    sigma_z.cols()
+                ),
             });
         }
         if !sigma_z.is_finite() {
@@ -90,12 +100,13 @@ impl LatentModel {
         if sigma_z.asymmetry() > 1e-9 * sigma_z.max_abs().max(1.0) {
             return Err(ModelError::SigmaZ("not symmetric".into()));
         }
-        let sigma_z_chol =
-            Cholesky::new(&sigma_z).map_err(|e: NotPositiveDefinite| ModelError::SigmaZ(e.to_string()))?;
+        let sigma_z_chol = Cholesky::new(&sigma_z)
+            .map_err(|e: NotPositiveDefinite| ModelError::SigmaZ(e.to_string()))?;
         let wsz = w.matmul(&sigma_z);
         let mut sigma_h = wsz.matmul(&w.transpose());
         sigma_h.add_diag(s2);
-        let sigma_h_chol = Cholesky::new(&sigma_h).expect("Σ_h = W Σ_z Wᵀ + s² I is SPD when s² > 0");
+        let sigma_h_chol =
+            Cholesky::new(&sigma_h).expect("Σ_h = W Σ_z Wᵀ + s² I is SPD when s² > 0");
         let c = wsz.matvec(&theta);
         let var_u = sigma_z.quad(&theta, &theta);
         if var_u <= 0.0 {
@@ -104,7 +115,20 @@ impl LatentModel {
         let sigma_u = var_u.sqrt();
         let w_star = sigma_h_chol.solve(&c);
         let q = (dot(&c, &w_star).max(0.0)).sqrt() / sigma_u;
-        Ok(Self { w, s2, theta, sigma_z, mu0, sigma_h, sigma_h_chol, sigma_z_chol, c, sigma_u, w_star, q })
+        Ok(Self {
+            w,
+            s2,
+            theta,
+            sigma_z,
+            mu0,
+            sigma_h,
+            sigma_h_chol,
+            sigma_z_chol,
+            c,
+            sigma_u,
+            w_star,
+            q,
+        })
     }
 
     /// Representation width d.
@@ -237,18 +261,33 @@ impl LatentModel {
 
     /// The same model with a different nuisance variance (used by the capacity model, T2b).
     pub fn with_s2(&self, s2: f64) -> Result<Self, ModelError> {
-        Self::new(self.w.clone(), s2, self.theta.clone(), self.sigma_z.clone(), self.mu0.clone())
+        Self::new(
+            self.w.clone(),
+            s2,
+            self.theta.clone(),
+            self.sigma_z.clone(),
+            self.mu0.clone(),
+        )
     }
 
     /// The same model with a different true value θ*.
     pub fn with_theta(&self, theta: Vec<f64>) -> Result<Self, ModelError> {
-        Self::new(self.w.clone(), self.s2, theta, self.sigma_z.clone(), self.mu0.clone())
+        Self::new(
+            self.w.clone(),
+            self.s2,
+            theta,
+            self.sigma_z.clone(),
+            self.mu0.clone(),
+        )
     }
 }
 
 fn check_len(field: &'static str, v: &[f64], n: usize) -> Result<(), ModelError> {
     if v.len() != n {
-        return Err(ModelError::Shape { field, problem: format!("expected {n} numbers, got {}", v.len()) });
+        return Err(ModelError::Shape {
+            field,
+            problem: format!("expected {n} numbers, got {}", v.len()),
+        });
     }
     if v.iter().any(|x| !x.is_finite()) {
         return Err(ModelError::NonFinite { field });

@@ -108,7 +108,12 @@ pub struct SimTrace {
 ///
 /// # Errors
 /// [`FitError`] if a round's logistic fit fails.
-pub fn simulate(m: &LatentModel, g: &[f64], j: &[f64], cfg: &SimConfig) -> Result<SimTrace, FitError> {
+pub fn simulate(
+    m: &LatentModel,
+    g: &[f64],
+    j: &[f64],
+    cfg: &SimConfig,
+) -> Result<SimTrace, FitError> {
     let eta = cfg.beta / cfg.tau;
     let mut b = g.to_vec();
     let mut records = vec![record(m, &b, 0, None, None, cfg)];
@@ -127,7 +132,12 @@ pub fn simulate(m: &LatentModel, g: &[f64], j: &[f64], cfg: &SimConfig) -> Resul
         records.push(record(m, &b, t, Some(&w_hat), iters, cfg));
     }
     let population = population_trajectory(m, g, j, eta, cfg.rounds);
-    Ok(SimTrace { config: cfg.clone(), eta, records, population })
+    Ok(SimTrace {
+        config: cfg.clone(),
+        eta,
+        records,
+        population,
+    })
 }
 
 fn record(
@@ -227,6 +237,73 @@ fn sample_response(
         let zeta: f64 = rng.sample(StandardNormal);
         *hi = dot(w.row(i), z) + me[i] + s * zeta;
     }
+}
+
+/// Responses drawn from a policy: representations `h` (`n × d`, row-major) and true values u*.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Responses {
+    /// Representations, `n × d` row-major.
+    pub h: Vec<f64>,
+    /// True values `u* = ⟨θ*, z⟩`.
+    pub u: Vec<f64>,
+    /// Width d.
+    pub d: usize,
+}
+
+impl Responses {
+    /// Number of responses.
+    pub fn len(&self) -> usize {
+        self.u.len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.u.is_empty()
+    }
+
+    /// Row i of h.
+    pub fn h_row(&self, i: usize) -> &[f64] {
+        &self.h[i * self.d..(i + 1) * self.d]
+    }
+}
+
+/// Draws `n` responses from π_b (THEORY §7 step 1), deterministically from `(seed, stream_id)`.
+pub fn sample_policy(
+    m: &LatentModel,
+    b: &[f64],
+    n: usize,
+    seed: u64,
+    stream_id: usize,
+) -> Responses {
+    let (d, k) = (m.d(), m.k());
+    let mz = m.tilted_z_mean(b);
+    let me = scaled(b, m.s2());
+    let s = m.s2().sqrt();
+    let mut h = vec![0.0; n * d];
+    let mut u = vec![0.0; n];
+    h.par_chunks_mut(PAIRS_PER_BLOCK * d)
+        .zip(u.par_chunks_mut(PAIRS_PER_BLOCK))
+        .enumerate()
+        .for_each(|(block, (hb, ub))| {
+            let mut rng = stream(seed, stream_id, 2, block);
+            let mut xi = vec![0.0; k];
+            let mut z = vec![0.0; k];
+            for (hi, ui) in hb.chunks_exact_mut(d).zip(ub.iter_mut()) {
+                sample_response(
+                    &mut rng,
+                    &mz,
+                    &me,
+                    s,
+                    m.sigma_z_chol().l(),
+                    m.w(),
+                    &mut xi,
+                    &mut z,
+                    hi,
+                );
+                *ui = dot(m.theta(), &z);
+            }
+        });
+    Responses { h, u, d }
 }
 
 /// Mean and standard error of `u* − ⟨θ*, μ₀⟩` over `n` fresh draws of z from π_b.

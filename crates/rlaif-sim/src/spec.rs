@@ -100,7 +100,10 @@ pub enum SpecError {
 }
 
 fn field(field: &str, problem: impl Into<String>) -> SpecError {
-    SpecError::Field { field: field.into(), problem: problem.into() }
+    SpecError::Field {
+        field: field.into(),
+        problem: problem.into(),
+    }
 }
 
 impl From<ModelError> for SpecError {
@@ -109,7 +112,9 @@ impl From<ModelError> for SpecError {
             ModelError::Shape { field: f, problem } => field(f, problem),
             ModelError::NonFinite { field: f } => field(f, "contains a non-finite number"),
             ModelError::NonPositiveS2(v) => field("s2", format!("must be > 0, got {v}")),
-            ModelError::SigmaZ(p) => field("Sigma_z", format!("not symmetric positive definite ({p})")),
+            ModelError::SigmaZ(p) => {
+                field("Sigma_z", format!("not symmetric positive definite ({p})"))
+            }
             ModelError::ZeroValue => field("theta", "θ*ᵀ Σ_z θ* = 0: the true value is constant"),
         }
     }
@@ -118,7 +123,9 @@ impl From<ModelError> for SpecError {
 impl From<ConstitutionError> for SpecError {
     fn from(e: ConstitutionError) -> Self {
         match e {
-            ConstitutionError::DependentDictionary => field("dictionary", "vectors are linearly dependent"),
+            ConstitutionError::DependentDictionary => {
+                field("dictionary", "vectors are linearly dependent")
+            }
             ConstitutionError::IndexOutOfRange { index, m } => field(
                 "constitution.principles",
                 format!("index {index} out of range (the dictionary has {m} vectors)"),
@@ -186,7 +193,10 @@ impl ModelFile {
             return Err(field("W", "rows must have at least one number"));
         }
         if let Some(i) = self.w.iter().position(|r| r.len() != k) {
-            return Err(field("W", format!("row {i} has {} numbers, expected {k}", self.w[i].len())));
+            return Err(field(
+                "W",
+                format!("row {i} has {} numbers, expected {k}", self.w[i].len()),
+            ));
         }
         let w = Mat::from_rows(&self.w).expect("checked rectangular");
         let sigma_z = match &self.sigma_z {
@@ -210,7 +220,9 @@ impl ModelFile {
             None => None,
         };
         let (lambda, r) = match (&self.lambda, &self.r, &dictionary) {
-            (Some(_), Some(_), _) => return Err(field("lambda", "give either lambda or r, not both")),
+            (Some(_), Some(_), _) => {
+                return Err(field("lambda", "give either lambda or r, not both"))
+            }
             (Some(_), None, None) => return Err(field("lambda", "needs a dictionary")),
             (Some(l), None, Some(dict)) => {
                 let l = vector("lambda", l, dict.len())?;
@@ -223,13 +235,21 @@ impl ModelFile {
             }
             (None, None, _) => (None, None),
         };
-        let constitution = self.constitution_of(d, dictionary.as_ref(), lambda.as_deref(), r.as_deref())?;
-        let j = constitution.judgment_direction(dictionary.as_ref(), lambda.as_deref(), r.as_deref())?;
+        let constitution =
+            self.constitution_of(d, dictionary.as_ref(), lambda.as_deref(), r.as_deref())?;
+        let j = constitution.judgment_direction(
+            dictionary.as_ref(),
+            lambda.as_deref(),
+            r.as_deref(),
+        )?;
 
         let judge = &self.judge;
         finite("judge.beta", judge.beta)?;
         if judge.beta < 0.0 {
-            return Err(field("judge.beta", format!("must be ≥ 0, got {}", judge.beta)));
+            return Err(field(
+                "judge.beta",
+                format!("must be ≥ 0, got {}", judge.beta),
+            ));
         }
         finite("judge.position_bias", judge.position_bias)?;
         let rl = &self.rlaif;
@@ -239,14 +259,20 @@ impl ModelFile {
         }
         finite("rlaif.ridge", rl.ridge)?;
         if rl.ridge < 0.0 {
-            return Err(field("rlaif.ridge", format!("must be ≥ 0, got {}", rl.ridge)));
+            return Err(field(
+                "rlaif.ridge",
+                format!("must be ≥ 0, got {}", rl.ridge),
+            ));
         }
         if rl.mode == Mode::MonteCarlo && rl.pairs == 0 {
             return Err(field("rlaif.pairs", "must be ≥ 1 in monte_carlo mode"));
         }
         const MAX_WORK: usize = 1 << 34;
         if rl.pairs.saturating_mul(d).saturating_mul(rl.rounds.max(1)) > MAX_WORK {
-            return Err(field("rlaif.pairs", format!("pairs × d × rounds exceeds {MAX_WORK}")));
+            return Err(field(
+                "rlaif.pairs",
+                format!("pairs × d × rounds exceeds {MAX_WORK}"),
+            ));
         }
         let sim = SimConfig {
             beta: judge.beta,
@@ -259,7 +285,17 @@ impl ModelFile {
             seed: self.seed,
             value_draws: 50_000,
         };
-        Ok(Instance { model, dictionary, lambda, r, g, constitution, j, sim, file: self })
+        Ok(Instance {
+            model,
+            dictionary,
+            lambda,
+            r,
+            g,
+            constitution,
+            j,
+            sim,
+            file: self,
+        })
     }
 
     fn constitution_of(
@@ -270,12 +306,22 @@ impl ModelFile {
         r: Option<&[f64]>,
     ) -> Result<Constitution, SpecError> {
         let c = &self.constitution;
-        let given = [c.principles.is_some(), c.projection.is_some(), c.direction.is_some()];
+        let given = [
+            c.principles.is_some(),
+            c.projection.is_some(),
+            c.direction.is_some(),
+        ];
         if given.iter().filter(|x| **x).count() != 1 {
-            return Err(field("constitution", "give exactly one of principles, projection, direction"));
+            return Err(field(
+                "constitution",
+                "give exactly one of principles, projection, direction",
+            ));
         }
         if c.weights.is_some() && c.principles.is_none() {
-            return Err(field("constitution.weights", "only allowed with principles"));
+            return Err(field(
+                "constitution.weights",
+                "only allowed with principles",
+            ));
         }
         if let Some(idx) = &c.principles {
             let Some(dict) = dict else {
@@ -287,7 +333,10 @@ impl ModelFile {
             if let Some(&i) = idx.iter().find(|&&i| i >= dict.len()) {
                 return Err(field(
                     "constitution.principles",
-                    format!("index {i} out of range (the dictionary has {} vectors)", dict.len()),
+                    format!(
+                        "index {i} out of range (the dictionary has {} vectors)",
+                        dict.len()
+                    ),
                 ));
             }
             let weights = match &c.weights {
@@ -295,30 +344,50 @@ impl ModelFile {
                     if w.len() != idx.len() {
                         return Err(field(
                             "constitution.weights",
-                            format!("expected {} weights (one per principle), got {}", idx.len(), w.len()),
+                            format!(
+                                "expected {} weights (one per principle), got {}",
+                                idx.len(),
+                                w.len()
+                            ),
                         ));
                     }
                     if let Some(x) = w.iter().find(|x| !(x.is_finite() && **x > 0.0)) {
-                        return Err(field("constitution.weights", format!("weights must be finite and > 0, got {x}")));
+                        return Err(field(
+                            "constitution.weights",
+                            format!("weights must be finite and > 0, got {x}"),
+                        ));
                     }
                     w.clone()
                 }
                 None => vec![1.0; idx.len()],
             };
-            return Ok(Constitution::Principles { indices: idx.clone(), weights });
+            return Ok(Constitution::Principles {
+                indices: idx.clone(),
+                weights,
+            });
         }
         if let Some(rows) = &c.projection {
             if r.is_none() {
-                return Err(field("constitution.projection", "needs r or lambda (j = P r)"));
+                return Err(field(
+                    "constitution.projection",
+                    "needs r or lambda (j = P r)",
+                ));
             }
             let p = square("constitution.projection", rows, d)?;
             let tol = 1e-8 * p.max_abs().max(1.0);
             if p.asymmetry() > tol || p.matmul(&p).add(&p.scale(-1.0)).max_abs() > tol {
-                return Err(field("constitution.projection", "not an orthogonal projection (P ≠ Pᵀ or P² ≠ P)"));
+                return Err(field(
+                    "constitution.projection",
+                    "not an orthogonal projection (P ≠ Pᵀ or P² ≠ P)",
+                ));
             }
             return Ok(Constitution::Projection(p));
         }
-        let j = vector("constitution.direction", c.direction.as_ref().expect("checked"), d)?;
+        let j = vector(
+            "constitution.direction",
+            c.direction.as_ref().expect("checked"),
+            d,
+        )?;
         if dot(&j, &j) == 0.0 {
             return Err(field("constitution.direction", "must be non-zero"));
         }
@@ -336,7 +405,10 @@ fn finite(name: &str, v: f64) -> Result<(), SpecError> {
 
 fn vector(name: &str, v: &[f64], n: usize) -> Result<Vec<f64>, SpecError> {
     if v.len() != n {
-        return Err(field(name, format!("expected {n} numbers, got {}", v.len())));
+        return Err(field(
+            name,
+            format!("expected {n} numbers, got {}", v.len()),
+        ));
     }
     if v.iter().any(|x| !x.is_finite()) {
         return Err(field(name, "contains a non-finite number"));
@@ -346,11 +418,17 @@ fn vector(name: &str, v: &[f64], n: usize) -> Result<Vec<f64>, SpecError> {
 
 fn square(name: &str, rows: &[Vec<f64>], n: usize) -> Result<Mat, SpecError> {
     if rows.len() != n {
-        return Err(field(name, format!("expected {n}×{n}, got {} rows", rows.len())));
+        return Err(field(
+            name,
+            format!("expected {n}×{n}, got {} rows", rows.len()),
+        ));
     }
     for (i, r) in rows.iter().enumerate() {
         if r.len() != n {
-            return Err(field(name, format!("row {i} has {} numbers, expected {n}", r.len())));
+            return Err(field(
+                name,
+                format!("row {i} has {} numbers, expected {n}", r.len()),
+            ));
         }
         if r.iter().any(|x| !x.is_finite()) {
             return Err(field(name, format!("row {i} contains a non-finite number")));

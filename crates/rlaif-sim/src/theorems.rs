@@ -38,7 +38,13 @@ impl Trajectory {
 }
 
 /// T1: in the population limit the BT fit returns `βj`, so `b_t = g + tηj` with `η = β/τ`.
-pub fn population_trajectory(m: &LatentModel, g: &[f64], j: &[f64], eta: f64, rounds: usize) -> Trajectory {
+pub fn population_trajectory(
+    m: &LatentModel,
+    g: &[f64],
+    j: &[f64],
+    eta: f64,
+    rounds: usize,
+) -> Trajectory {
     let mut tr = Trajectory::default();
     for t in 0..=rounds {
         tr.push(m, &add_scaled(g, t as f64 * eta, j));
@@ -118,8 +124,12 @@ impl CapacityModel {
     /// `q(N)² = Σ_l θ_l² γ_l² / (γ_l² + s²(N)) / |θ|²`.
     pub fn q(&self, n: f64) -> f64 {
         let s2 = self.s2(n);
-        let num: f64 =
-            self.theta.iter().zip(&self.gamma).map(|(t, g)| t * t * g * g / (g * g + s2)).sum();
+        let num: f64 = self
+            .theta
+            .iter()
+            .zip(&self.gamma)
+            .map(|(t, g)| t * t * g * g / (g * g + s2))
+            .sum();
         (num / dot(&self.theta, &self.theta)).sqrt()
     }
 
@@ -218,7 +228,16 @@ pub fn add_principle(m: &LatentModel, j: &[f64], v: &[f64]) -> AddPrinciple {
     let new_alignment = m.alignment(&add_scaled(j, 1.0, v));
     let helps = a + t * a_v > 0.0 && 2.0 * a * (a_v - rho * a) > t * (a * a - a_v * a_v);
     let t_max = (rho * a < a_v && a_v < a).then(|| 2.0 * a * (a_v - rho * a) / (a * a - a_v * a_v));
-    AddPrinciple { a, a_v, rho, t, new_alignment, helps, t_max, best: mixed_sup(a, a_v, rho) }
+    AddPrinciple {
+        a,
+        a_v,
+        rho,
+        t,
+        new_alignment,
+        helps,
+        t_max,
+        best: mixed_sup(a, a_v, rho),
+    }
 }
 
 /// T4 general form: with standardised weights `b_i = ω_i λ_i sd(s_{d_i})`, `α_i = a(d_i)`,
@@ -244,12 +263,21 @@ pub fn optimal_weights(m: &LatentModel, columns: &[Vec<f64>], lambda: &[f64]) ->
 
 /// T4 multi-objective truth: if `u* = Σ_k ψ_k u_k`, then `a(w) = Σ_k ψ_k σ_k a_k(w) / σ_ψ`.
 /// `objectives` are the θ_k; returns the right-hand side for direction w.
-pub fn multi_objective_alignment(m: &LatentModel, objectives: &[Vec<f64>], psi: &[f64], w: &[f64]) -> f64 {
-    let theta: Vec<f64> = (0..m.k()).map(|l| objectives.iter().zip(psi).map(|(t, p)| p * t[l]).sum()).collect();
+pub fn multi_objective_alignment(
+    m: &LatentModel,
+    objectives: &[Vec<f64>],
+    psi: &[f64],
+    w: &[f64],
+) -> f64 {
+    let theta: Vec<f64> = (0..m.k())
+        .map(|l| objectives.iter().zip(psi).map(|(t, p)| p * t[l]).sum())
+        .collect();
     let sigma_psi = m.sigma_z().quad(&theta, &theta).sqrt();
     let mut s = 0.0;
     for (t, p) in objectives.iter().zip(psi) {
-        let mk = m.with_theta(t.clone()).expect("objective with non-zero variance");
+        let mk = m
+            .with_theta(t.clone())
+            .expect("objective with non-zero variance");
         s += p * mk.sigma_u() * mk.alignment(w);
     }
     s / sigma_psi
@@ -286,7 +314,8 @@ pub fn psi(n: f64, d: usize, kappa: f64, b_pos: f64) -> f64 {
 /// `n_min = (d − 1)/(B κ²) · a(g)²/(a(j)² − a(g)²)`. `None` when a(j) ≤ a(g).
 pub fn n_min(d: usize, kappa: f64, a_j: f64, a_g: f64, b_pos: f64) -> Option<f64> {
     (a_j > a_g).then(|| {
-        (d as f64 - 1.0) / (b_kappa(kappa, b_pos) * kappa * kappa) * a_g * a_g / (a_j * a_j - a_g * a_g)
+        (d as f64 - 1.0) / (b_kappa(kappa, b_pos) * kappa * kappa) * a_g * a_g
+            / (a_j * a_j - a_g * a_g)
     })
 }
 
@@ -319,7 +348,9 @@ pub fn ceiling_after_ablation(m: &LatentModel, basis: &[Vec<f64>]) -> f64 {
     let p = u.len();
     let g = Mat::from_fn(p, p, |i, k| dot(&u[i], &su[k]));
     let y: Vec<f64> = u.iter().map(|x| dot(x, &sc)).collect();
-    let correction = Cholesky::new(&g).map(|c| dot(&y, &c.solve(&y))).unwrap_or(0.0);
+    let correction = Cholesky::new(&g)
+        .map(|c| dot(&y, &c.solve(&y)))
+        .unwrap_or(0.0);
     let q2 = (dot(m.c(), &sc) - correction) / (m.sigma_u() * m.sigma_u());
     q2.max(0.0).sqrt()
 }
@@ -336,7 +367,9 @@ pub fn spiked_covariance(m: &LatentModel, objectives: &[Vec<f64>], a2: &[f64]) -
     let wsz = m.w().matmul(m.sigma_z());
     let cs: Vec<Vec<f64>> = objectives.iter().map(|t| wsz.matvec(t)).collect();
     let d = m.d();
-    let mut cov = Mat::from_fn(d, d, |i, k| cs.iter().zip(a2).map(|(c, a)| a * c[i] * c[k]).sum());
+    let mut cov = Mat::from_fn(d, d, |i, k| {
+        cs.iter().zip(a2).map(|(c, a)| a * c[i] * c[k]).sum()
+    });
     cov.add_diag(2.0 * m.s2());
     cov
 }

@@ -10,12 +10,19 @@ use rlaif_sim::theorems::*;
 
 fn j_of(inst: &Instance, principles: &[usize]) -> Vec<f64> {
     Constitution::principles(principles)
-        .judgment_direction(inst.dictionary.as_ref(), inst.lambda.as_deref(), inst.r.as_deref())
+        .judgment_direction(
+            inst.dictionary.as_ref(),
+            inst.lambda.as_deref(),
+            inst.r.as_deref(),
+        )
         .unwrap()
 }
 
 fn close(got: f64, want: f64, tol: f64, what: &str) {
-    assert!((got - want).abs() <= tol, "{what}: got {got}, want {want} ± {tol}");
+    assert!(
+        (got - want).abs() <= tol,
+        "{what}: got {got}, want {want} ± {tol}"
+    );
 }
 
 #[test]
@@ -35,13 +42,33 @@ fn p1_ceiling_and_alignments() {
 fn p2_agreement() {
     let inst = demo_instance();
     let m = &inst.model;
-    close(agree_deterministic(m.alignment(&inst.g)), 0.6149, 5e-5, "P_det(g)");
+    close(
+        agree_deterministic(m.alignment(&inst.g)),
+        0.6149,
+        5e-5,
+        "P_det(g)",
+    );
     let hh = j_of(&inst, &[0]);
-    close(agree_deterministic(m.alignment(&hh)), 0.7980, 5e-5, "P_det(C_hh)");
-    close(agree_deterministic(m.alignment(&j_of(&inst, &[2]))), 0.3455, 5e-5, "P_det(C_adv)");
+    close(
+        agree_deterministic(m.alignment(&hh)),
+        0.7980,
+        5e-5,
+        "P_det(C_hh)",
+    );
+    close(
+        agree_deterministic(m.alignment(&j_of(&inst, &[2]))),
+        0.3455,
+        5e-5,
+        "P_det(C_adv)",
+    );
     let k = kappa(inst.sim.beta, m.var_score(&hh));
     close(k, 2.0, 1e-12, "κ");
-    close(agree_bt(m.alignment(&hh), 2.0, 0.0), 0.7104, 5e-5, "P_BT(C_hh)");
+    close(
+        agree_bt(m.alignment(&hh), 2.0, 0.0),
+        0.7104,
+        5e-5,
+        "P_BT(C_hh)",
+    );
 }
 
 #[test]
@@ -104,7 +131,14 @@ fn p6_capacity() {
         n0: 1e6,
         alpha: 0.3,
     };
-    for (n, want) in [(1e6, 0.7388), (1e7, 0.8376), (1e8, 0.9063), (1e9, 0.9487), (1e10, 0.9730), (1e14, 0.9982)] {
+    for (n, want) in [
+        (1e6, 0.7388),
+        (1e7, 0.8376),
+        (1e8, 0.9063),
+        (1e9, 0.9487),
+        (1e10, 0.9730),
+        (1e14, 0.9982),
+    ] {
         close(cm.q(n), want, 5e-5, &format!("q({n:e})"));
     }
     close(cm.loglog_slope(1e16, 1e18), -0.30, 0.005, "log-log slope");
@@ -126,7 +160,12 @@ fn p8_refusal_direction_and_orthogonal_extremes() {
     close(alignment_of_c(m), 0.8234, 5e-5, "a(c)");
     assert!(alignment_of_c(m) < m.q());
     assert!(ceiling_after_ablation(m, &[m.c().to_vec()]) < 1e-6);
-    close(ceiling_after_ablation(m, &[m.w_star().to_vec()]), 0.0908, 5e-5, "q after ablating w*");
+    close(
+        ceiling_after_ablation(m, &[m.w_star().to_vec()]),
+        0.0908,
+        5e-5,
+        "q after ablating w*",
+    );
     let ex = orth_extremes(m, inst.r.as_ref().unwrap());
     close(ex.inf, -0.7139, 5e-5, "inf");
     close(ex.sup, 0.8273, 5e-5, "sup");
@@ -135,7 +174,17 @@ fn p8_refusal_direction_and_orthogonal_extremes() {
 
 #[test]
 fn p9_quadratic_agreement() {
-    close(agree_quadratic(0.8, 1.0, 0.0, 1.0), 0.7487, 5e-5, "(.8,1,0,1)");
+    close(
+        agree_quadratic(0.8, 1.0, 0.0, 1.0),
+        0.7487,
+        5e-5,
+        "(.8,1,0,1)",
+    );
     close(agree_quadratic(0.8, 0.3, 0.3, 1.0), 0.5, 1e-15, "m = μ");
-    close(agree_quadratic(0.5, -0.5, 0.5, 2.0), 0.4133, 5e-5, "(.5,-.5,.5,2)");
+    close(
+        agree_quadratic(0.5, -0.5, 0.5, 2.0),
+        0.4133,
+        5e-5,
+        "(.5,-.5,.5,2)",
+    );
 }
