@@ -154,3 +154,28 @@ fn files_on_disk_equal_the_embedded_sets() {
         bundled_preferences().unwrap()
     );
 }
+
+#[test]
+fn bundled_texts_are_not_in_the_shared_third_party_data() {
+    let shared =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/contrast.dev.jsonl");
+    if !shared.is_file() {
+        eprintln!("{} not found; skipping", shared.display());
+        return;
+    }
+    let theirs: BTreeSet<String> = read_contrast(&shared, None)
+        .unwrap()
+        .iter()
+        .map(|i| normalize(&i.text))
+        .collect();
+    let ours = bundled_contrast().unwrap();
+    let copied: Vec<&str> = ours
+        .iter()
+        .filter(|i| theirs.contains(&normalize(&i.text)))
+        .map(|i| i.text.as_str())
+        .collect();
+    assert!(
+        copied.is_empty(),
+        "bundled rows found in third-party data: {copied:?}"
+    );
+}
