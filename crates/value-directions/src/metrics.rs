@@ -383,19 +383,24 @@ pub enum Split {
     Test,
 }
 
-/// 64-bit FNV-1a of `bytes` (stable across platforms and releases; not cryptographic).
-pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+/// The split coordinate of a key: the first 8 bytes of `SHA-256(salt ‖ 0x00 ‖ key)` read
+/// big-endian, divided by 2⁶⁴, a number in [0, 1) that is stable across platforms and
+/// releases.
+pub fn hash_unit(key: &str, salt: &str) -> f64 {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(salt.as_bytes());
+    h.update([0u8]);
+    h.update(key.as_bytes());
+    let digest = h.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first) as f64 / 18_446_744_073_709_551_616.0 // 2^64
 }
 
-/// Deterministic split by a hash of the item key (e.g. the prompt text): `Test` iff
-/// `FNV-1a(salt ‖ 0x00 ‖ key) / 2⁶⁴ < test_fraction`. The same key always lands on the same
-/// side, whatever the file order; change `salt` for an independent split.
+/// Deterministic split by a hash of the item key (e.g. the prompt text, MEASURE §2): `Test`
+/// iff [`hash_unit`]`(key, salt) < test_fraction`. The same key always lands on the same side,
+/// whatever the file order or the other items; change `salt` for an independent split.
 ///
 /// # Errors
 /// [`Error::InvalidParameter`] unless `0 ≤ test_fraction ≤ 1`.
@@ -407,12 +412,7 @@ pub fn hash_split(key: &str, salt: &str, test_fraction: f64) -> Result<Split> {
             reason: "must lie in [0, 1]",
         });
     }
-    let mut bytes = Vec::with_capacity(salt.len() + 1 + key.len());
-    bytes.extend_from_slice(salt.as_bytes());
-    bytes.push(0);
-    bytes.extend_from_slice(key.as_bytes());
-    let u = fnv1a64(&bytes) as f64 / 18_446_744_073_709_551_616.0; // 2^64
-    Ok(if u < test_fraction {
+    Ok(if hash_unit(key, salt) < test_fraction {
         Split::Test
     } else {
         Split::Train

@@ -167,13 +167,13 @@ fn probe_fit_is_stationary_without_standardisation() {
             .sum::<f64>()
             + fit.intercept;
         let resid = 1.0 / (1.0 + (-z).exp()) - if l { 1.0 } else { 0.0 };
-        for j in 0..d {
-            grad[j] += resid * f64::from(r[j]);
+        for (g, &x) in grad.iter_mut().zip(r) {
+            *g += resid * f64::from(x);
         }
         grad[d] += resid;
     }
-    for j in 0..d {
-        grad[j] += lambda * fit.weights[j];
+    for (g, w) in grad.iter_mut().zip(&fit.weights) {
+        *g += lambda * w;
     }
     let gnorm = common::dot(&grad, &grad).sqrt();
     assert!(gnorm < 1e-6, "gradient norm at the fit: {gnorm}");
