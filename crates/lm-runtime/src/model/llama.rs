@@ -1,0 +1,435 @@
+//! The llama block stack on candle's quantized matmuls, with hooks at every residual site.
+//!
+//! Per block (llama.cpp `build_llama`):
+//! ```text
+//! h   = x + Wo · Attn(RoPE(Wq·n), RoPE(Wk·n), Wv·n),   n = RMSNorm(x) ⊙ w_attn
+//! out = h + Wdown · (SiLU(Wgate·m) ⊙ Wup·m),            m = RMSNorm(h) ⊙ w_ffn
+//! ```
+//! RMSNorm(x) = x / sqrt(mean(x²) + eps). Attention is causal with grouped-query heads
+//! (query head j reads key/value head j / (n_heads / n_kv_heads)) and scale 1/sqrt(head_dim).
+
+use std::path::Path;
+
+use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor};
+
+use super::{Batch, KvCache, ModelError};
+use crate::config::{ModelConfig, RopeStyle};
+use crate::gguf::GgufFile;
+use crate::hooks::{Capture, HookPoint, Intervention, Layer, Positions};
+
+/// How matmul weights are held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WeightMode {
+    /// As stored in the file (quantized dot products; smallest, fastest decode).
+    #[default]
+    Quantized,
+    /// Dequantized once to f32 (4 bytes/weight; plain GEMM, often faster for long prefills).
+    F32,
+}
+
+#[derive(Debug)]
+struct Block {
+    attn_norm: Tensor,
+    wq: QMatMul,
+    wk: QMatMul,
+    wv: QMatMul,
+    wo: QMatMul,
+    ffn_norm: Tensor,
+    w_gate: QMatMul,
+    w_up: QMatMul,
+    w_down: QMatMul,
+}
+
+/// A loaded transformer.
+#[derive(Debug)]
+pub struct Model {
+    cfg: ModelConfig,
+    /// `[vocab, d_model]` f32, for the embedding lookup.
+    embed: Tensor,
+    blocks: Vec<Block>,
+    final_norm: Tensor,
+    /// Unembedding `[vocab, d_model]` (the embedding matrix when tied).
+    output: QMatMul,
+    /// RoPE tables `[context, head_dim / 2]`.
+    cos: Tensor,
+    sin: Tensor,
+    device: Device,
+}
+
+/// Per-call facts shared by every block.
+struct Step<'a> {
+    lens: &'a [usize],
+    t: usize,
+    cos: Tensor,
+    sin: Tensor,
+    mask: Option<Tensor>,
+    interventions: &'a [Intervention],
+}
+
+impl Model {
+    /// Loads a model from the GGUF file at `path` onto the CPU.
+    ///
+    /// # Errors
+    /// [`ModelError::Gguf`] naming the key or tensor at fault.
+    pub fn load(path: impl AsRef<Path>, mode: WeightMode) -> Result<Self, ModelError> {
+        let mut file = GgufFile::open(path)?;
+        Self::from_gguf(&mut file, mode, &Device::Cpu)
+    }
+
+    /// Builds the model from an open GGUF file.
+    ///
+    /// # Errors
+    /// [`ModelError::Gguf`] for missing keys or tensors and wrong shapes.
+    pub fn from_gguf(
+        file: &mut GgufFile,
+        mode: WeightMode,
+        device: &Device,
+    ) -> Result<Self, ModelError> {
+        let cfg = ModelConfig::from_gguf(file)?;
+        let (d, hd, ff) = (cfg.d_model, cfg.head_dim, cfg.d_ff);
+        let kv = cfg.n_kv_heads * hd;
+        let mm = |q: QTensor| -> Result<QMatMul, ModelError> {
+            Ok(match mode {
+                WeightMode::Quantized => QMatMul::from_qtensor(q)?,
+                WeightMode::F32 => QMatMul::Tensor(q.dequantize(device)?),
+            })
+        };
+        let vec = |file: &mut GgufFile, name: &str| -> Result<Tensor, ModelError> {
+            Ok(file.tensor(name, &[d], device)?.dequantize(device)?)
+        };
+        let embd_q = file.tensor("token_embd.weight", &[cfg.vocab_size, d], device)?;
+        let embed = embd_q.dequantize(device)?;
+        let output = if cfg.tied_embeddings {
+            match mode {
+                WeightMode::Quantized => QMatMul::from_qtensor(embd_q)?,
+                WeightMode::F32 => QMatMul::Tensor(embed.clone()),
+            }
+        } else {
+            mm(file.tensor("output.weight", &[cfg.vocab_size, d], device)?)?
+        };
+        let mut blocks = Vec::with_capacity(cfg.n_layers);
+        for l in 0..cfg.n_layers {
+            let n = |s: &str| format!("blk.{l}.{s}.weight");
+            blocks.push(Block {
+                attn_norm: vec(file, &n("attn_norm"))?,
+                wq: mm(file.tensor(&n("attn_q"), &[d, d], device)?)?,
+                wk: mm(file.tensor(&n("attn_k"), &[kv, d], device)?)?,
+                wv: mm(file.tensor(&n("attn_v"), &[kv, d], device)?)?,
+                wo: mm(file.tensor(&n("attn_output"), &[d, d], device)?)?,
+                ffn_norm: vec(file, &n("ffn_norm"))?,
+                w_gate: mm(file.tensor(&n("ffn_gate"), &[ff, d], device)?)?,
+                w_up: mm(file.tensor(&n("ffn_up"), &[ff, d], device)?)?,
+                w_down: mm(file.tensor(&n("ffn_down"), &[d, ff], device)?)?,
+            });
+        }
+        let final_norm = vec(file, "output_norm.weight")?;
+        // θ_i = base^(-2i/d), angle(p, i) = p·θ_i, computed in f64 then stored as f32.
+        let half = hd / 2;
+        let ctx = cfg.context_length;
+        let mut cos = Vec::with_capacity(ctx * half);
+        let mut sin = Vec::with_capacity(ctx * half);
+        for p in 0..ctx {
+            for i in 0..half {
+                let theta = f64::from(cfg.rope_base).powf(-2.0 * i as f64 / hd as f64);
+                let a = p as f64 * theta;
+                cos.push(a.cos() as f32);
+                sin.push(a.sin() as f32);
+            }
+        }
+        let cos = Tensor::from_vec(cos, (ctx, half), device)?;
+        let sin = Tensor::from_vec(sin, (ctx, half), device)?;
+        Ok(Self {
+            cfg,
+            embed,
+            blocks,
+            final_norm,
+            output,
+            cos,
+            sin,
+            device: device.clone(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    /// The device.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// An empty KV cache for this model.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.cfg.n_layers)
+    }
+
+    /// Runs `batch` through the model, appending to `cache`.
+    ///
+    /// Returns, per sequence, f32 logits `[positions, vocab]` at `batch.logits` (positions
+    /// within that sequence's tokens of this call). `capture` receives the requested hooks at
+    /// its positions; `interventions` are applied at their hooks at every position.
+    ///
+    /// # Errors
+    /// [`ModelError::EmptyBatch`], [`ModelError::TokenOutOfRange`],
+    /// [`ModelError::ContextOverflow`], [`ModelError::BatchMismatch`],
+    /// [`ModelError::BadPosition`], [`ModelError::BadHook`]; the cache is unchanged on error
+    /// raised before the computation starts.
+    pub fn forward(
+        &self,
+        batch: &Batch,
+        capture: &mut Capture,
+        interventions: &[Intervention],
+        cache: &mut KvCache,
+    ) -> Result<Vec<Tensor>, ModelError> {
+        let cfg = &self.cfg;
+        let lens: Vec<usize> = batch.tokens.iter().map(Vec::len).collect();
+        let (b, t) = (lens.len(), lens.iter().copied().max().unwrap_or(0));
+        if t == 0 {
+            return Err(ModelError::EmptyBatch);
+        }
+        self.check_hooks(capture, interventions)?;
+        let mut ids = Vec::with_capacity(b * t);
+        for (seq, toks) in batch.tokens.iter().enumerate() {
+            for (pos, &id) in toks.iter().enumerate() {
+                if id as usize >= cfg.vocab_size {
+                    return Err(ModelError::TokenOutOfRange {
+                        seq,
+                        pos,
+                        id,
+                        vocab: cfg.vocab_size,
+                    });
+                }
+            }
+            ids.extend_from_slice(toks);
+            ids.resize(ids.len() + t - toks.len(), 0);
+        }
+        let logit_pos = resolve_all(&batch.logits, &lens)?;
+        if let Some(ix) = capture.positions_if_any() {
+            resolve_all(ix, &lens)?;
+        }
+        let (positions, mask) = cache.plan(&lens, t, cfg.context_length, &self.device)?;
+        let pos = Tensor::from_vec(positions, b * t, &self.device)?;
+        let half = cfg.head_dim / 2;
+        let step = Step {
+            lens: &lens,
+            t,
+            cos: self.cos.index_select(&pos, 0)?.reshape((b, t, half))?,
+            sin: self.sin.index_select(&pos, 0)?.reshape((b, t, half))?,
+            mask,
+            interventions,
+        };
+
+        let ids = Tensor::from_vec(ids, b * t, &self.device)?;
+        let x = self
+            .embed
+            .index_select(&ids, 0)?
+            .reshape((b, t, cfg.d_model))?;
+        let mut x = self.hook(HookPoint::Embed, x, &step, capture)?;
+        for (l, block) in self.blocks.iter().enumerate() {
+            let layer = Layer(l);
+            x = self.hook(HookPoint::ResidPre(layer), x, &step, capture)?;
+            let n = candle_nn::ops::rms_norm(&x, &block.attn_norm, cfg.rms_eps)?;
+            let attn = self.attention(block, l, &n, &step, cache)?;
+            let attn = self.hook(HookPoint::AttnOut(layer), attn, &step, capture)?;
+            x = self.hook(HookPoint::ResidMid(layer), (x + attn)?, &step, capture)?;
+            let m = candle_nn::ops::rms_norm(&x, &block.ffn_norm, cfg.rms_eps)?;
+            let gate = block.w_gate.forward(&m)?.silu()?;
+            let mlp = block.w_down.forward(&(gate * block.w_up.forward(&m)?)?)?;
+            let mlp = self.hook(HookPoint::MlpOut(layer), mlp, &step, capture)?;
+            x = self.hook(HookPoint::ResidPost(layer), (x + mlp)?, &step, capture)?;
+        }
+        cache.commit(&lens, t);
+        let x = candle_nn::ops::rms_norm(&x, &self.final_norm, cfg.rms_eps)?;
+        let x = self.hook(HookPoint::LnFinal, x, &step, capture)?;
+
+        // Unembed only the requested rows: gather them from [b·t, d].
+        let flat: Vec<u32> = logit_pos
+            .iter()
+            .enumerate()
+            .flat_map(|(i, ps)| ps.iter().map(move |&p| (i * t + p) as u32))
+            .collect();
+        if flat.is_empty() {
+            let empty = Tensor::zeros((0, cfg.vocab_size), DType::F32, &self.device)?;
+            return Ok(vec![empty; b]);
+        }
+        let idx = Tensor::from_vec(
+            flat,
+            logit_pos.iter().map(Vec::len).sum::<usize>(),
+            &self.device,
+        )?;
+        let rows = x.reshape((b * t, cfg.d_model))?.index_select(&idx, 0)?;
+        let logits = self.output.forward(&rows)?;
+        let mut out = Vec::with_capacity(b);
+        let mut start = 0;
+        for ps in &logit_pos {
+            out.push(logits.narrow(0, start, ps.len())?);
+            start += ps.len();
+        }
+        Ok(out)
+    }
+
+    /// Causal grouped-query self-attention of `n` (`[b, t, d]`) against the cache.
+    fn attention(
+        &self,
+        block: &Block,
+        layer: usize,
+        n: &Tensor,
+        step: &Step<'_>,
+        cache: &mut KvCache,
+    ) -> Result<Tensor, ModelError> {
+        let cfg = &self.cfg;
+        let (b, t, d) = n.dims3()?;
+        let (h, kvh, hd) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
+        let g = h / kvh;
+        // [b, t, h·hd] -> [b, h, t, hd]
+        let q = block
+            .wq
+            .forward(n)?
+            .reshape((b, t, h, hd))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let k = block
+            .wk
+            .forward(n)?
+            .reshape((b, t, kvh, hd))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let v = block
+            .wv
+            .forward(n)?
+            .reshape((b, t, kvh, hd))?
+            .transpose(1, 2)?;
+        let (q, k) = match cfg.rope_style {
+            RopeStyle::Interleaved => (
+                candle_nn::rotary_emb::rope_i(&q, &step.cos, &step.sin)?,
+                candle_nn::rotary_emb::rope_i(&k, &step.cos, &step.sin)?,
+            ),
+            RopeStyle::Neox => (
+                candle_nn::rotary_emb::rope(&q, &step.cos, &step.sin)?,
+                candle_nn::rotary_emb::rope(&k, &step.cos, &step.sin)?,
+            ),
+        };
+        // k, v: [b, kvh, T, hd] with T = cached + t.
+        let (k, v) = cache.append(layer, &k, &v)?;
+        let total = k.dim(2)?;
+        // Group the g query heads that share a kv head: [b, kvh, g·t, hd], no kv copy.
+        let q = (q * (1.0 / (hd as f64).sqrt()))?.reshape((b, kvh, g * t, hd))?;
+        let scores = q.matmul(&k.t()?)?; // [b, kvh, g·t, T]
+        let scores = match &step.mask {
+            None => scores,
+            Some(m) => scores
+                .reshape((b, kvh, g, t, total))?
+                .broadcast_add(m)?
+                .reshape((b, kvh, g * t, total))?,
+        };
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let y = probs.matmul(&v)?; // [b, kvh, g·t, hd]
+        let y = y
+            .reshape((b, h, t, hd))?
+            .transpose(1, 2)?
+            .reshape((b, t, d))?;
+        Ok(block.wo.forward(&y)?)
+    }
+
+    /// Applies the interventions at `point`, then records it if captured.
+    fn hook(
+        &self,
+        point: HookPoint,
+        mut x: Tensor,
+        step: &Step<'_>,
+        capture: &mut Capture,
+    ) -> Result<Tensor, ModelError> {
+        for iv in step.interventions.iter().filter(|iv| iv.at() == point) {
+            x = iv.apply(&x)?;
+        }
+        if capture.wants(point) {
+            for (i, &len) in step.lens.iter().enumerate() {
+                let row = x.get(i)?; // [t, d]
+                let sel = match capture.positions() {
+                    Positions::All => row.narrow(0, 0, len)?,
+                    Positions::Last if len == 0 => row.narrow(0, 0, 0)?,
+                    Positions::Last => row.narrow(0, len - 1, 1)?,
+                    Positions::Indices(ix) => {
+                        let ix: Vec<u32> = ix.iter().map(|&p| p as u32).collect();
+                        let n = ix.len();
+                        row.index_select(&Tensor::from_vec(ix, n, &self.device)?, 0)?
+                    }
+                };
+                capture.push(point, i, sel.to_dtype(DType::F32)?.contiguous()?);
+            }
+            debug_assert_eq!(x.dim(1).ok(), Some(step.t));
+        }
+        Ok(x)
+    }
+
+    fn check_hooks(
+        &self,
+        capture: &Capture,
+        interventions: &[Intervention],
+    ) -> Result<(), ModelError> {
+        let n_layers = self.cfg.n_layers;
+        let check_layer = |h: HookPoint| match h.layer() {
+            Some(Layer(l)) if l >= n_layers => Err(ModelError::BadHook {
+                hook: h,
+                why: format!("the model has layers 0..{n_layers}"),
+            }),
+            _ => Ok(()),
+        };
+        for &h in capture.hooks() {
+            check_layer(h)?;
+        }
+        for iv in interventions {
+            check_layer(iv.at())?;
+            let v = match iv {
+                Intervention::Add { vector, .. } => vector,
+                Intervention::Ablate { direction, .. } => direction,
+            };
+            if v.dims() != [self.cfg.d_model] {
+                return Err(ModelError::BadHook {
+                    hook: iv.at(),
+                    why: format!(
+                        "vector has shape {:?}, expected [{}]",
+                        v.dims(),
+                        self.cfg.d_model
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Dot products `logits[i] = ⟨x_i, e_v⟩` against the unembedding, for `x` `[n, d_model]`
+    /// (e.g. the logit lens on a captured, final-normed residual).
+    ///
+    /// # Errors
+    /// A candle error on a shape mismatch.
+    pub fn unembed(&self, x: &Tensor) -> Result<Tensor, ModelError> {
+        Ok(self.output.forward(x)?)
+    }
+
+    /// Applies the final RMSNorm to `x` `[..., d_model]`.
+    ///
+    /// # Errors
+    /// A candle error on a shape mismatch.
+    pub fn final_norm(&self, x: &Tensor) -> Result<Tensor, ModelError> {
+        Ok(candle_nn::ops::rms_norm(
+            &x.contiguous()?,
+            &self.final_norm,
+            self.cfg.rms_eps,
+        )?)
+    }
+}
+
+/// Resolves a position rule for every sequence, naming the first bad one.
+fn resolve_all(p: &Positions, lens: &[usize]) -> Result<Vec<Vec<usize>>, ModelError> {
+    lens.iter()
+        .enumerate()
+        .map(|(seq, &len)| {
+            p.resolve(len)
+                .map_err(|index| ModelError::BadPosition { seq, index, len })
+        })
+        .collect()
+}

@@ -1,0 +1,119 @@
+//! Tiny random-weight llama models written as real GGUF files, for tests and benchmarks that
+//! must not download anything. Loading one exercises the same code path as a real model.
+
+use std::path::Path;
+
+use candle_core::quantized::gguf_file::{self, Value};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+use rand::Rng;
+
+/// Sizes of a random llama. Row lengths (`d_model`, `d_ff`) must be multiples of the
+/// quantization block (32 for Q8_0/Q4_0).
+#[derive(Debug, Clone)]
+pub struct RandomLlama {
+    /// Blocks.
+    pub n_layers: usize,
+    /// Residual width.
+    pub d_model: usize,
+    /// Query heads.
+    pub n_heads: usize,
+    /// Key/value heads.
+    pub n_kv_heads: usize,
+    /// MLP width.
+    pub d_ff: usize,
+    /// Vocabulary.
+    pub vocab: usize,
+    /// Context length.
+    pub context: usize,
+    /// Storage type of the matmul weights.
+    pub dtype: GgmlDType,
+    /// Write a separate `output.weight` (otherwise tied embeddings).
+    pub untied_output: bool,
+}
+
+impl Default for RandomLlama {
+    fn default() -> Self {
+        Self {
+            n_layers: 3,
+            d_model: 64,
+            n_heads: 4,
+            n_kv_heads: 2,
+            d_ff: 128,
+            vocab: 101,
+            context: 256,
+            dtype: GgmlDType::Q8_0,
+            untied_output: false,
+        }
+    }
+}
+
+impl RandomLlama {
+    /// Writes the model to `path`, weights uniform with variance `1/fan_in` (so activations
+    /// stay O(1)), norm weights `1 ± 0.1`.
+    ///
+    /// # Errors
+    /// A candle error (I/O included) if writing fails.
+    pub fn write(&self, path: &Path, rng: &mut impl Rng) -> candle_core::Result<()> {
+        let dev = Device::Cpu;
+        let d = self.d_model;
+        let hd = d / self.n_heads;
+        let kv = self.n_kv_heads * hd;
+        let mut uniform = |rows: usize, cols: usize, scale: f32| -> candle_core::Result<Tensor> {
+            let v: Vec<f32> = (0..rows * cols)
+                .map(|_| rng.gen_range(-scale..scale))
+                .collect();
+            Tensor::from_vec(v, (rows, cols), &dev)
+        };
+        let w = |t: Tensor, dtype: GgmlDType| QTensor::quantize(&t, dtype);
+        let a = |fan_in: usize| (3.0 / fan_in as f32).sqrt();
+        let mut tensors: Vec<(String, QTensor)> = Vec::new();
+        tensors.push((
+            "token_embd.weight".into(),
+            w(uniform(self.vocab, d, 1.0)?, GgmlDType::Q8_0)?,
+        ));
+        for l in 0..self.n_layers {
+            let n = |s: &str| format!("blk.{l}.{s}.weight");
+            let norm = (uniform(1, d, 0.1)? + 1.0)?.flatten_all()?;
+            tensors.push((n("attn_norm"), w(norm, GgmlDType::F32)?));
+            tensors.push((n("attn_q"), w(uniform(d, d, a(d))?, self.dtype)?));
+            tensors.push((n("attn_k"), w(uniform(kv, d, a(d))?, self.dtype)?));
+            tensors.push((n("attn_v"), w(uniform(kv, d, a(d))?, self.dtype)?));
+            tensors.push((n("attn_output"), w(uniform(d, d, a(d))?, self.dtype)?));
+            let norm = (uniform(1, d, 0.1)? + 1.0)?.flatten_all()?;
+            tensors.push((n("ffn_norm"), w(norm, GgmlDType::F32)?));
+            tensors.push((n("ffn_gate"), w(uniform(self.d_ff, d, a(d))?, self.dtype)?));
+            tensors.push((n("ffn_up"), w(uniform(self.d_ff, d, a(d))?, self.dtype)?));
+            tensors.push((
+                n("ffn_down"),
+                w(uniform(d, self.d_ff, a(self.d_ff))?, self.dtype)?,
+            ));
+        }
+        let norm = (uniform(1, d, 0.1)? + 1.0)?.flatten_all()?;
+        tensors.push(("output_norm.weight".into(), w(norm, GgmlDType::F32)?));
+        if self.untied_output {
+            tensors.push((
+                "output.weight".into(),
+                w(uniform(self.vocab, d, a(d))?, self.dtype)?,
+            ));
+        }
+        let u = |x: usize| Value::U32(x as u32);
+        let meta: Vec<(&str, Value)> = vec![
+            ("general.architecture", Value::String("llama".into())),
+            ("llama.block_count", u(self.n_layers)),
+            ("llama.context_length", u(self.context)),
+            ("llama.embedding_length", u(d)),
+            ("llama.feed_forward_length", u(self.d_ff)),
+            ("llama.attention.head_count", u(self.n_heads)),
+            ("llama.attention.head_count_kv", u(self.n_kv_heads)),
+            ("llama.rope.freq_base", Value::F32(10_000.0)),
+            ("llama.rope.dimension_count", u(hd)),
+            ("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5)),
+        ];
+        let meta_refs: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (*k, v)).collect();
+        let tensor_refs: Vec<(&str, &QTensor)> =
+            tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let mut f = std::fs::File::create(path)?;
+        gguf_file::write(&mut f, &meta_refs, &tensor_refs)
+    }
+}
