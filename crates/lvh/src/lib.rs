@@ -8,3 +8,5 @@ pub mod cli;
 pub mod cmd;
 pub mod constitution;
 pub mod datasets;
+pub mod plot;
+pub mod theory_io;
