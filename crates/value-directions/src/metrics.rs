@@ -466,3 +466,76 @@ pub fn complement(n: usize, fold: &[usize]) -> Vec<usize> {
         .for_each(|&i| mark[i] = true);
     (0..n).filter(|&i| !mark[i]).collect()
 }
+
+/// How the agreement `P` of an [`Evaluation`] was counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AgreementKind {
+    /// Over all (positive, negative) pairs of the test set: identical to the AUC.
+    AllPairs,
+    /// Over the test set's explicit (chosen, rejected) pairs.
+    GivenPairs,
+}
+
+/// Held-out metrics of one direction (MEASURE §2–§3): fitted on `train`, reported on `test`
+/// with percentile bootstrap intervals over test items.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Evaluation {
+    /// Decision threshold: the train midpoint ([`Threshold::midpoint`]).
+    pub threshold: f64,
+    /// Test accuracy at that threshold.
+    pub accuracy: Interval,
+    /// Test AUC.
+    pub auc: Interval,
+    /// Test pairwise agreement `P`.
+    pub agreement: Interval,
+    /// How `P` was counted.
+    pub agreement_kind: AgreementKind,
+    /// `q̂ = sin(π(P − ½))`, with the interval mapped from `P`'s.
+    pub q_hat: Interval,
+    /// Test items.
+    pub n_test: usize,
+}
+
+/// Evaluate `direction` on `test`, with the threshold fitted on `train`. Agreement is over the
+/// test set's explicit pairs when it has any (preference data), else over all
+/// (positive, negative) pairs, where it equals the AUC.
+///
+/// # Errors
+/// [`Error::LengthMismatch`] if the direction's dimension differs from a set's `d`;
+/// [`Error::TooFewPerClass`] if a set lacks a class; bootstrap errors as
+/// [`Bootstrap::interval`].
+pub fn evaluate<R: Rng + ?Sized>(
+    direction: &Direction,
+    train: &ContrastSet,
+    test: &ContrastSet,
+    boot: &Bootstrap,
+    rng: &mut R,
+) -> Result<Evaluation> {
+    let threshold = Threshold::midpoint(&scores(direction, train)?, train.labels())?;
+    let s = scores(direction, test)?;
+    let labels = test.labels();
+    let accuracy = boot.accuracy(threshold, &s, labels, rng)?;
+    let auc_iv = boot.auc(&s, labels, rng)?;
+    let (agreement, agreement_kind) = match test.pairs() {
+        Some(pairs) if !pairs.is_empty() => {
+            let chosen: Vec<f64> = pairs.iter().map(|&(i, _)| s[i]).collect();
+            let rejected: Vec<f64> = pairs.iter().map(|&(_, j)| s[j]).collect();
+            (
+                boot.paired_agreement(&chosen, &rejected, rng)?,
+                AgreementKind::GivenPairs,
+            )
+        }
+        _ => (auc_iv, AgreementKind::AllPairs),
+    };
+    Ok(Evaluation {
+        threshold: threshold.0,
+        accuracy,
+        auc: auc_iv,
+        agreement,
+        agreement_kind,
+        q_hat: agreement.map(q_hat),
+        n_test: test.n(),
+    })
+}

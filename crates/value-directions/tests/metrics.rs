@@ -305,3 +305,70 @@ fn hash_split_is_stable_and_near_the_requested_fraction() {
     assert_eq!(hash_split("x", "s", 1.0).unwrap(), Split::Test);
     assert!(hash_split("x", "s", 1.5).is_err());
 }
+
+#[test]
+fn evaluate_reports_consistent_numbers() {
+    use value_directions::metrics::{evaluate, AgreementKind};
+    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    let d = 6;
+    let make = |m: usize, rng: &mut ChaCha8Rng| {
+        let mut pos = Vec::new();
+        let mut neg = Vec::new();
+        for _ in 0..m {
+            let base: Vec<f64> = (0..d).map(|_| normal(rng)).collect();
+            pos.push(
+                base.iter()
+                    .enumerate()
+                    .map(|(j, b)| (b + if j == 0 { 0.4 } else { 0.0 } + 0.3 * normal(rng)) as f32)
+                    .collect(),
+            );
+            neg.push(
+                base.iter()
+                    .map(|b| (b + 0.3 * normal(rng)) as f32)
+                    .collect(),
+            );
+        }
+        ContrastSet::from_pairs(pos, neg).unwrap()
+    };
+    let train = make(300, &mut rng);
+    let test = make(300, &mut rng);
+    let v = DiffOfMeans::default().estimate(&train).unwrap();
+    let boot = Bootstrap {
+        resamples: 200,
+        level: 0.95,
+    };
+    let ev = evaluate(&v, &train, &test, &boot, &mut ChaCha8Rng::seed_from_u64(1)).unwrap();
+    assert_eq!(ev.agreement_kind, AgreementKind::GivenPairs);
+    let s = scores(&v, &test).unwrap();
+    let chosen: Vec<f64> = (0..300).map(|k| s[2 * k]).collect();
+    let rejected: Vec<f64> = (0..300).map(|k| s[2 * k + 1]).collect();
+    assert_eq!(
+        ev.agreement.estimate,
+        paired_agreement(&chosen, &rejected).unwrap()
+    );
+    assert_eq!(ev.auc.estimate, auc(&s, test.labels()).unwrap());
+    assert_eq!(ev.q_hat.estimate, q_hat(ev.agreement.estimate));
+    // Paired comparisons cancel the shared base: given pairs agree far more often than
+    // arbitrary (positive, negative) pairs.
+    assert!(ev.agreement.estimate > ev.auc.estimate + 0.1, "{ev:?}");
+    assert_eq!(ev.n_test, 600);
+    // Without pairs, agreement is the AUC.
+    let unpaired = ContrastSet::new(
+        (0..test.n()).map(|i| test.row(i).to_vec()).collect(),
+        test.labels().to_vec(),
+    )
+    .unwrap();
+    let ev2 = evaluate(
+        &v,
+        &train,
+        &unpaired,
+        &boot,
+        &mut ChaCha8Rng::seed_from_u64(1),
+    )
+    .unwrap();
+    assert_eq!(ev2.agreement_kind, AgreementKind::AllPairs);
+    assert_eq!(ev2.agreement, ev2.auc);
+    let json = serde_json::to_string(&ev2).unwrap();
+    let back: value_directions::metrics::Evaluation = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, ev2);
+}
