@@ -162,6 +162,46 @@ pub fn generate(
     interventions: &[Intervention],
     rng: &mut impl Rng,
 ) -> Result<Generation, ModelError> {
+    if stop.max_tokens == 0 {
+        return Ok(Generation {
+            tokens: Vec::new(),
+            reason: StopReason::MaxTokens,
+        });
+    }
+    let logits = last_logits(model.forward(
+        &Batch::single(prompt.to_vec()),
+        capture,
+        interventions,
+        cache,
+    )?)?;
+    generate_from(
+        model,
+        cache,
+        logits,
+        sampling,
+        stop,
+        capture,
+        interventions,
+        rng,
+    )
+}
+
+/// Generates from a one-sequence `cache` whose next-token logits are `logits` (`[vocab]`,
+/// e.g. the last row of a prefill the caller ran itself, with its own capture).
+///
+/// # Errors
+/// Any [`ModelError`] of the forward pass.
+#[allow(clippy::too_many_arguments)] // each argument is a distinct, explicit input
+pub fn generate_from(
+    model: &Model,
+    cache: &mut KvCache,
+    mut logits: Vec<f32>,
+    sampling: &Sampling,
+    stop: &StopRule<'_>,
+    capture: &mut Capture,
+    interventions: &[Intervention],
+    rng: &mut impl Rng,
+) -> Result<Generation, ModelError> {
     let mut tokens = Vec::new();
     if stop.max_tokens == 0 {
         return Ok(Generation {
@@ -169,12 +209,6 @@ pub fn generate(
             reason: StopReason::MaxTokens,
         });
     }
-    let mut logits = last_logits(model.forward(
-        &Batch::single(prompt.to_vec()),
-        capture,
-        interventions,
-        cache,
-    )?)?;
     loop {
         let next = sampling.pick(&logits, rng);
         tokens.push(next);

@@ -25,6 +25,10 @@ pub enum Command {
     /// The constitution library: list bundled constitutions, show one.
     #[command(subcommand)]
     Constitution(cmd::constitution::ConstitutionCommand),
+    /// Run a prompt through a GGUF model: logits, activation capture, generation.
+    Run(cmd::run::Args),
+    /// Log-probabilities of continuations after a prompt.
+    Score(cmd::score::Args),
 }
 
 impl Command {
@@ -34,6 +38,8 @@ impl Command {
             Command::Theory(c) => c.run(),
             Command::Simulate(a) => cmd::simulate::run(a),
             Command::Constitution(c) => c.run(),
+            Command::Run(a) => cmd::run::run(a),
+            Command::Score(a) => cmd::score::run(a),
         }
     }
 }
