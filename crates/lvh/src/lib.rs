@@ -9,4 +9,5 @@ pub mod cmd;
 pub mod constitution;
 pub mod datasets;
 pub mod plot;
+pub mod run_dir;
 pub mod theory_io;

@@ -7,6 +7,7 @@ use rlaif_sim::sim::SimTrace;
 use rlaif_sim::spec::{Instance, ModelFile};
 
 use crate::plot::{Plot, Series, Style};
+pub use crate::run_dir::write_atomic;
 
 /// Reads and validates a model file (`.toml` as TOML, anything else as JSON).
 ///
@@ -25,25 +26,6 @@ pub fn load_instance(path: &Path) -> Result<Instance> {
     };
     file.and_then(ModelFile::validate)
         .with_context(|| format!("model file {}", path.display()))
-}
-
-/// Writes `contents` to `path` atomically (temp file in the same folder, then rename).
-///
-/// # Errors
-/// I/O errors, naming the path.
-pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("out")
-    ));
-    std::fs::write(&tmp, contents).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }
 
 /// The figures of a simulation: A_t and V_t, simulated, with the population prediction overlaid.
