@@ -22,6 +22,8 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
     /// Drawing style.
     pub style: Style,
+    /// Colour index; series that belong together (a prediction and its simulation) share one.
+    pub color: Option<usize>,
 }
 
 impl Series {
@@ -31,7 +33,14 @@ impl Series {
             name: name.into(),
             points,
             style,
+            color: None,
         }
+    }
+
+    /// Draws this series in colour `k` of the palette.
+    pub fn color(mut self, k: usize) -> Self {
+        self.color = Some(k);
+        self
     }
 }
 
@@ -57,10 +66,10 @@ pub struct Plot {
 const PALETTE: [&str; 8] = [
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
 ];
-const W: f64 = 640.0;
+const W: f64 = 700.0;
 const H: f64 = 400.0;
 const L: f64 = 70.0;
-const R: f64 = 170.0;
+const R: f64 = 230.0;
 const T: f64 = 40.0;
 const B: f64 = 50.0;
 
@@ -214,7 +223,7 @@ impl Plot {
             );
         }
         for (i, ser) in self.series.iter().enumerate() {
-            let color = PALETTE[i % PALETTE.len()];
+            let color = PALETTE[ser.color.unwrap_or(i) % PALETTE.len()];
             let visible: Vec<(f64, f64)> = ser
                 .points
                 .iter()

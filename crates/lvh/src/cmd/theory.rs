@@ -299,7 +299,7 @@ fn demo_figures(res: &DemoResults) -> Vec<Figure> {
         "round t",
         "policy alignment A_t",
     );
-    for t in &f.trajectories {
+    for (k, t) in f.trajectories.iter().enumerate() {
         let pts = |v: &[f64]| {
             v.iter()
                 .enumerate()
@@ -310,12 +310,14 @@ fn demo_figures(res: &DemoResults) -> Vec<Figure> {
             format!("{} population", t.name),
             pts(&t.population_a),
             Style::Dashed,
-        ));
+        )
+        .color(k));
         traj = traj.with(Series::new(
             format!("{} Monte Carlo", t.name),
             pts(&t.monte_carlo_a),
             Style::Points,
-        ));
+        )
+        .color(k));
     }
     traj.h_lines.push((0.0, String::new()));
     out.push(("trajectories", traj, "C_hh raises alignment towards a(j) = 0.805; C_helpful peaks (Lemma M) then falls towards 0.329; the adversarial C_adv drives it below zero."));
