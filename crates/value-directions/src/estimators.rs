@@ -221,14 +221,7 @@ fn sigmoid(z: f64) -> f64 {
 }
 
 impl LinearProbe {
-    /// Fit the probe.
-    ///
-    /// # Errors
-    /// [`Error::InvalidParameter`] for a negative/non-finite `l2`, `max_iter = 0` or a
-    /// non-positive `tol`; [`Error::TooFewPerClass`] if a class is empty;
-    /// [`Error::Decomposition`] if the Hessian is singular (λ = 0 on separable or rank-deficient
-    /// data); [`Error::NotConverged`] after `max_iter` iterations.
-    pub fn fit(&self, set: &ContrastSet) -> Result<ProbeFit> {
+    fn validate(&self) -> Result<()> {
         if !(self.l2 >= 0.0 && self.l2.is_finite()) {
             return Err(Error::InvalidParameter {
                 name: "l2",
@@ -243,52 +236,115 @@ impl LinearProbe {
                 reason: "need max_iter ≥ 1 and tol > 0",
             });
         }
+        Ok(())
+    }
+
+    /// Fit the probe to a contrast set (`y = 1` for positives), with an intercept.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for a negative/non-finite `l2`, `max_iter = 0` or a
+    /// non-positive `tol`; [`Error::TooFewPerClass`] if a class is empty;
+    /// [`Error::Decomposition`] if the Hessian is singular (λ = 0 on separable or rank-deficient
+    /// data); [`Error::NotConverged`] after `max_iter` iterations.
+    pub fn fit(&self, set: &ContrastSet) -> Result<ProbeFit> {
+        self.validate()?;
         set.require_per_class(1)?;
         let (n, d) = (set.n(), set.d());
-        let p1 = d + 1;
-        // Feature shift/scale: x̃ = (x − shift) / scale.
-        let (shift, scale) = if self.standardise {
-            let mean = set.mean_of(0..n);
-            let mut var = vec![0.0f64; d];
-            for i in 0..n {
-                for ((v, &x), m) in var.iter_mut().zip(set.row(i)).zip(&mean) {
-                    let c = f64::from(x) - m;
-                    *v += c * c;
-                }
-            }
-            let sd: Vec<f64> = var
-                .into_iter()
-                .map(|v| {
-                    let s = (v / n as f64).sqrt();
-                    // A constant feature carries no information; leave it unscaled.
-                    if s > 0.0 {
-                        s
-                    } else {
-                        1.0
-                    }
-                })
-                .collect();
-            (mean, sd)
-        } else {
-            (vec![0.0; d], vec![1.0; d])
-        };
         let rows = set.rows();
-        // z: [n, d+1] = [x̃, 1]
-        let z = Mat::from_fn(n, p1, |i, j| {
-            if j == d {
-                1.0
-            } else {
-                (f64::from(rows[i * d + j]) - shift[j]) / scale[j]
-            }
-        });
         let y: Vec<f64> = set
             .labels()
             .iter()
             .map(|&l| if l { 1.0 } else { 0.0 })
             .collect();
+        self.fit_rows(n, d, |i, j| f64::from(rows[i * d + j]), &y, true)
+    }
+
+    /// Logistic regression on soft targets `t_i ∈ [0, 1]`, e.g. a linear Bradley–Terry reward
+    /// model on activation differences `Δh_i = h(y1) − h(y2)` with judge soft labels
+    /// `σ(S_C)` (MEASURE §5 step 3): minimises `Σ_i [log(1 + e^{z_i}) − t_i z_i] + (λ/2)‖w‖²`.
+    /// Without `intercept`, `z_i = <w, Δh_i>` and standardisation only rescales (no centring,
+    /// which would need an intercept to absorb it).
+    ///
+    /// # Errors
+    /// As [`LinearProbe::fit`]; [`Error::LengthMismatch`] if `targets.len()` differs from the
+    /// number of rows; [`Error::InvalidParameter`] for a target outside [0, 1].
+    pub fn fit_soft(
+        &self,
+        rows: &Differences,
+        targets: &[f64],
+        intercept: bool,
+    ) -> Result<ProbeFit> {
+        self.validate()?;
+        let (n, d) = (rows.m(), rows.d());
+        if targets.len() != n {
+            return Err(Error::LengthMismatch {
+                what: "rows vs targets",
+                expected: n,
+                got: targets.len(),
+            });
+        }
+        if let Some((i, t)) = targets
+            .iter()
+            .enumerate()
+            .find(|(_, t)| !(0.0..=1.0).contains(*t))
+        {
+            return Err(Error::InvalidParameter {
+                name: "target",
+                value: format!("{t} (row {i})"),
+                reason: "soft labels must lie in [0, 1]",
+            });
+        }
+        self.fit_rows(n, d, |i, j| rows.row(i)[j], targets, intercept)
+    }
+
+    /// Newton's method on `Z = [x̃, 1]` (or `x̃` without intercept).
+    fn fit_rows(
+        &self,
+        n: usize,
+        d: usize,
+        x: impl Fn(usize, usize) -> f64,
+        y: &[f64],
+        intercept: bool,
+    ) -> Result<ProbeFit> {
+        let p1 = if intercept { d + 1 } else { d };
+        // Feature shift/scale: x̃ = (x − shift) / scale.
+        let mut shift = vec![0.0f64; d];
+        let mut scale = vec![1.0f64; d];
+        if self.standardise {
+            let mut mean = vec![0.0f64; d];
+            for i in 0..n {
+                for (j, m) in mean.iter_mut().enumerate() {
+                    *m += x(i, j);
+                }
+            }
+            mean.iter_mut().for_each(|m| *m /= n as f64);
+            let mut var = vec![0.0f64; d];
+            for i in 0..n {
+                for (j, (v, m)) in var.iter_mut().zip(&mean).enumerate() {
+                    let c = x(i, j) - m;
+                    *v += c * c;
+                }
+            }
+            for (s, v) in scale.iter_mut().zip(var) {
+                let sd = (v / n as f64).sqrt();
+                // A constant feature carries no information; leave it unscaled.
+                *s = if sd > 0.0 { sd } else { 1.0 };
+            }
+            if intercept {
+                shift = mean;
+            }
+        }
+        // z: [n, p1] = [x̃, 1]
+        let z = Mat::from_fn(n, p1, |i, j| {
+            if j == d {
+                1.0
+            } else {
+                (x(i, j) - shift[j]) / scale[j]
+            }
+        });
         let lambda = self.l2;
         let objective = |beta: &[f64], eta: &[f64]| -> f64 {
-            let loss: f64 = eta.iter().zip(&y).map(|(&e, &t)| softplus(e) - t * e).sum();
+            let loss: f64 = eta.iter().zip(y).map(|(&e, &t)| softplus(e) - t * e).sum();
             loss + 0.5 * lambda * dot(&beta[..d], &beta[..d])
         };
         let linear = |beta: &[f64]| -> Vec<f64> {
@@ -307,11 +363,12 @@ impl LinearProbe {
             let r = Mat::from_fn(n, 1, |i, _| p[i] - y[i]);
             let gm = linalg::matmul_ab(z.as_ref().transpose(), r.as_ref());
             let mut g: Vec<f64> = (0..p1).map(|j| gm[(j, 0)]).collect();
-            for j in 0..d {
-                g[j] += lambda * beta[j];
+            for (gj, bj) in g.iter_mut().zip(&beta).take(d) {
+                *gj += lambda * bj;
             }
             // Hessian H = (D^{1/2} Z)ᵀ (D^{1/2} Z) + λ diag(1..1, 0), D = diag(p(1−p)).
-            let zw = Mat::from_fn(n, p1, |i, j| z[(i, j)] * (p[i] * (1.0 - p[i])).sqrt());
+            let sw: Vec<f64> = p.iter().map(|&pi| (pi * (1.0 - pi)).sqrt()).collect();
+            let zw = Mat::from_fn(n, p1, |i, j| z[(i, j)] * sw[i]);
             let mut h = linalg::gram_t(zw.as_ref());
             for j in 0..d {
                 h[(j, j)] += lambda;
@@ -320,7 +377,7 @@ impl LinearProbe {
             let step = linalg::cholesky_solve(&h, &neg_g, "probe Hessian")?;
             let decrement = -dot(&g, &step); // gᵀH⁻¹g ≥ 0
             if decrement / 2.0 <= 1e-12 * (1.0 + f.abs()) {
-                return Ok(self.unscale(beta, &shift, &scale, iter, f));
+                return Ok(unscale(beta, &shift, &scale, intercept, iter, f));
             }
             // Backtracking line search (Armijo).
             let mut t = 1.0;
@@ -338,7 +395,7 @@ impl LinearProbe {
             let Some((cand, ec, fc)) = accepted else {
                 // No decrease possible in floating point: we are at the optimum to working
                 // precision.
-                return Ok(self.unscale(beta, &shift, &scale, iter, f));
+                return Ok(unscale(beta, &shift, &scale, intercept, iter, f));
             };
             last_step = t * norm(&step);
             let bnorm = norm(&cand);
@@ -346,7 +403,7 @@ impl LinearProbe {
             eta = ec;
             f = fc;
             if last_step <= self.tol * (1.0 + bnorm) {
-                return Ok(self.unscale(beta, &shift, &scale, iter, f));
+                return Ok(unscale(beta, &shift, &scale, intercept, iter, f));
             }
         }
         Err(Error::NotConverged {
@@ -355,24 +412,30 @@ impl LinearProbe {
             step_norm: last_step,
         })
     }
+}
 
-    fn unscale(
-        &self,
-        beta: Vec<f64>,
-        shift: &[f64],
-        scale: &[f64],
-        iterations: usize,
-        objective: f64,
-    ) -> ProbeFit {
-        let d = shift.len();
-        let weights: Vec<f64> = (0..d).map(|j| beta[j] / scale[j]).collect();
-        let intercept = beta[d] - dot(&weights, shift);
-        ProbeFit {
-            weights,
-            intercept,
-            iterations,
-            objective,
-        }
+/// Map standardised coefficients back to activation space: `w = w̃ / sd`,
+/// `b = b̃ − <w, shift>`.
+fn unscale(
+    beta: Vec<f64>,
+    shift: &[f64],
+    scale: &[f64],
+    intercept: bool,
+    iterations: usize,
+    objective: f64,
+) -> ProbeFit {
+    let d = shift.len();
+    let weights: Vec<f64> = (0..d).map(|j| beta[j] / scale[j]).collect();
+    let intercept = if intercept {
+        beta[d] - dot(&weights, shift)
+    } else {
+        0.0
+    };
+    ProbeFit {
+        weights,
+        intercept,
+        iterations,
+        objective,
     }
 }
 
@@ -561,9 +624,6 @@ impl DirectionEstimator for Pca {
 }
 
 /// An estimator chosen at run time (e.g. by a CLI flag), with default settings.
-///
-/// # Errors
-/// None; returns a boxed estimator for every [`Method`].
 pub fn default_estimator(method: Method) -> Box<dyn DirectionEstimator + Send + Sync> {
     match method {
         Method::DiffOfMeans => Box::new(DiffOfMeans::default()),

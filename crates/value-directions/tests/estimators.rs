@@ -292,3 +292,55 @@ fn methods_parse_and_print() {
     let err = "pcaa".parse::<Method>().unwrap_err();
     assert!(err.to_string().contains("pcaa"));
 }
+
+/// Bradley–Terry reward model (MEASURE §5 step 3, THEORY §7 step 4): soft labels
+/// `t_i = σ(<βj, Δh_i> + b_pos)` are fitted exactly in population, so the soft-label MLE
+/// recovers `βj` (norm included) and `b_pos`.
+#[test]
+fn soft_label_logistic_recovers_bradley_terry_weights() {
+    use value_directions::Differences;
+    let mut rng = ChaCha8Rng::seed_from_u64(14);
+    let d = 8;
+    let m = 4000;
+    let j = random_vec(d, 1.3, &mut rng);
+    let b_pos = 0.4;
+    let mut data = Vec::with_capacity(m * d);
+    let mut targets = Vec::with_capacity(m);
+    for _ in 0..m {
+        let dh: Vec<f64> = (0..d)
+            .map(|_| std::f64::consts::SQRT_2 * normal(&mut rng))
+            .collect();
+        let z = common::dot(&j, &dh) + b_pos;
+        targets.push(1.0 / (1.0 + (-z).exp()));
+        data.extend(dh);
+    }
+    let rows = Differences::from_flat(data, d).unwrap();
+    let probe = LinearProbe {
+        l2: 1e-8,
+        ..LinearProbe::default()
+    };
+    for standardise in [false, true] {
+        let p = LinearProbe {
+            standardise,
+            ..probe
+        };
+        let fit = p.fit_soft(&rows, &targets, true).unwrap();
+        let err: f64 = fit
+            .weights
+            .iter()
+            .zip(&j)
+            .map(|(a, b)| (a - b).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        assert!(err < 1e-5, "standardise = {standardise}: |ŵ − βj| = {err}");
+        assert!((fit.intercept - b_pos).abs() < 1e-5, "{}", fit.intercept);
+        // Without an intercept the fit is biased but still points along j.
+        let fit0 = p.fit_soft(&rows, &targets, false).unwrap();
+        assert_eq!(fit0.intercept, 0.0);
+        assert!(cosine(&fit0.weights, &j) > 0.99);
+    }
+    assert!(probe.fit_soft(&rows, &targets[1..], true).is_err());
+    let mut bad = targets.clone();
+    bad[3] = 1.5;
+    assert!(probe.fit_soft(&rows, &bad, true).is_err());
+}
