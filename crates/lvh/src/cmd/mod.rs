@@ -1,7 +1,9 @@
 //! One module per subcommand: its clap `Args` and a `run` function.
 
 pub mod constitution;
+pub mod model;
 pub mod run;
 pub mod score;
 pub mod simulate;
 pub mod theory;
+pub mod tokenize;
