@@ -306,18 +306,22 @@ fn demo_figures(res: &DemoResults) -> Vec<Figure> {
                 .map(|(i, x)| (i as f64, *x))
                 .collect::<Vec<_>>()
         };
-        traj = traj.with(Series::new(
-            format!("{} population", t.name),
-            pts(&t.population_a),
-            Style::Dashed,
-        )
-        .color(k));
-        traj = traj.with(Series::new(
-            format!("{} Monte Carlo", t.name),
-            pts(&t.monte_carlo_a),
-            Style::Points,
-        )
-        .color(k));
+        traj = traj.with(
+            Series::new(
+                format!("{} population", t.name),
+                pts(&t.population_a),
+                Style::Dashed,
+            )
+            .color(k),
+        );
+        traj = traj.with(
+            Series::new(
+                format!("{} Monte Carlo", t.name),
+                pts(&t.monte_carlo_a),
+                Style::Points,
+            )
+            .color(k),
+        );
     }
     traj.h_lines.push((0.0, String::new()));
     out.push(("trajectories", traj, "C_hh raises alignment towards a(j) = 0.805; C_helpful peaks (Lemma M) then falls towards 0.329; the adversarial C_adv drives it below zero."));
