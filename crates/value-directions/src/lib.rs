@@ -20,7 +20,10 @@
 //! | `c` | `mean(h|+) − mean(h|−)`, classes balanced | [`DiffOfMeans`] ([`Balance`]) |
 //! | `w*`, ceiling `q` | L2 logistic probe, or LDA with shrinkage | [`LinearProbe`], [`Lda`] ([`Shrinkage`]) |
 //! | `P`, `q̂` | held-out agreement and `sin(π(P − ½))` | [`metrics::auc`], [`metrics::paired_agreement`], [`metrics::q_hat`] |
-//! | intervals | bootstrap 95% over items | [`metrics::Bootstrap`] |
+//! | intervals | bootstrap 95% over items | [`metrics::Bootstrap`]; all held-out numbers of one direction: [`metrics::evaluate`] |
+//! | splits | fixed dev/test split by a hash of the prompt, or k-fold | [`metrics::hash_split`], [`metrics::stratified_kfold`] |
+//! | `ĝ`, `ĵ_C` in activation space | ridge regression of score differences on `h(y1) − h(y2)` | [`ridge`] |
+//! | BT reward model on `h` differences (§5) | logistic regression on soft labels | [`LinearProbe::fit_soft`] |
 //! | value subspace (T7c) | PCA of paired / class-conditional differences; spectrum, top-p explained variance, principal angles | [`Pca`], [`subspace::pca`], [`Spectrum::explained_variance`], [`Subspace::principal_angles`] |
 //! | ablation (T7b) | `h → (I − ĉĉᵀ) h`, or `(I − P_V) h` | [`Direction::project_out`], [`Subspace::ablate`] |
 //! | constitution shift in V | fraction of `‖Δ‖²` inside the top-p subspace | [`Subspace::fraction_inside`] |
@@ -53,7 +56,7 @@ pub use contrast::{labels_from_signs, ContrastSet};
 pub use direction::{Direction, Method, Provenance, SignRule, Site};
 pub use error::{Error, Result};
 pub use estimators::{
-    default_estimator, Balance, DiffOfMeans, DirectionEstimator, Lda, LdaFit, LinearProbe, Pca,
-    ProbeFit, Shrinkage,
+    default_estimator, ridge, Balance, DiffOfMeans, DirectionEstimator, Lda, LdaFit, LinearProbe,
+    Pca, ProbeFit, RidgeFit, Shrinkage,
 };
 pub use subspace::{DifferenceSource, Differences, PcaFit, Spectrum, Subspace};

@@ -344,3 +344,33 @@ fn soft_label_logistic_recovers_bradley_terry_weights() {
     bad[3] = 1.5;
     assert!(probe.fit_soft(&rows, &bad, true).is_err());
 }
+
+/// Ridge regression: with targets `t = <β, x> + b + noise` and a vanishing penalty the
+/// weights converge to β; a large penalty shrinks them towards 0 as `(XᵀX + λI)⁻¹Xᵀt`.
+#[test]
+fn ridge_recovers_linear_weights_and_shrinks() {
+    use value_directions::{ridge, Differences};
+    let mut rng = ChaCha8Rng::seed_from_u64(15);
+    let (m, d) = (3000, 10);
+    let beta = random_vec(d, 2.0, &mut rng);
+    let mut data = Vec::with_capacity(m * d);
+    let mut t = Vec::with_capacity(m);
+    for _ in 0..m {
+        let x: Vec<f64> = (0..d).map(|_| 1.0 + normal(&mut rng)).collect();
+        t.push(common::dot(&beta, &x) - 0.7 + 0.1 * normal(&mut rng));
+        data.extend(x);
+    }
+    let rows = Differences::from_flat(data, d).unwrap();
+    let fit = ridge(&rows, &t, 1e-9, true).unwrap();
+    for (w, b) in fit.weights.iter().zip(&beta) {
+        // SE of each coefficient ≈ 0.1/√m ≈ 0.002.
+        assert!((w - b).abs() < 0.01, "{w} vs {b}");
+    }
+    assert!((fit.intercept + 0.7).abs() < 0.05, "{}", fit.intercept);
+    let shrunk = ridge(&rows, &t, 1e6, true).unwrap();
+    let n0: f64 = fit.weights.iter().map(|x| x * x).sum();
+    let n1: f64 = shrunk.weights.iter().map(|x| x * x).sum();
+    assert!(n1 < 0.1 * n0, "{n1} vs {n0}");
+    assert!(ridge(&rows, &t[1..], 1.0, true).is_err());
+    assert!(ridge(&rows, &t, -1.0, true).is_err());
+}
