@@ -74,7 +74,8 @@ fn instance(d: usize, n: usize, seed: u64) -> Bench {
     let var_sj = dot(&wtj, &wtj) + s2;
     let mut theta = vec![0.0; k];
     theta[0] = 1.0;
-    let model = LatentModel::new(w, s2, theta, Mat::identity(k), vec![0.0; k]).expect("valid instance");
+    let model =
+        LatentModel::new(w, s2, theta, Mat::identity(k), vec![0.0; k]).expect("valid instance");
     let cfg = SimConfig {
         beta: 1.5 / var_sj.sqrt(),
         b_pos: 0.1,
@@ -92,7 +93,9 @@ fn instance(d: usize, n: usize, seed: u64) -> Bench {
 /// Peak f64 GFLOP/s estimate and the assumption behind it.
 fn peak() -> (f64, String) {
     let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let cores = std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|c| c.get())
+        .unwrap_or(1);
     let mhz = info
         .lines()
         .filter(|l| l.starts_with("cpu MHz"))
@@ -116,7 +119,12 @@ fn peak() -> (f64, String) {
         .trim()
         .to_string();
     let p = cores as f64 * ghz * fpc;
-    (p, format!("{model}: {cores} cores x {ghz:.2} GHz x {fpc} flop/cycle ({isa}) = {p:.1} GFLOP/s"))
+    (
+        p,
+        format!(
+            "{model}: {cores} cores x {ghz:.2} GHz x {fpc} flop/cycle ({isa}) = {p:.1} GFLOP/s"
+        ),
+    )
 }
 
 fn best<T>(reps: usize, mut f: impl FnMut() -> T) -> (f64, T) {
@@ -159,7 +167,10 @@ fn main() {
         }
         i += 2;
     }
-    assert!(d > 0 && n > 0 && reps > 0, "--d, --n and --reps must be positive");
+    assert!(
+        d > 0 && n > 0 && reps > 0,
+        "--d, --n and --reps must be positive"
+    );
     let mut bench = instance(d, n, seed);
     let mut dh = vec![0.0; n * d];
     let mut labels = vec![0.0; n];
@@ -169,7 +180,15 @@ fn main() {
     let mut iterations = Vec::new();
     let (t_round, fit) = best(reps, || {
         round += 1;
-        sample_labelled_pairs(&bench.model, &bench.b, &bench.j, &bench.cfg, round, &mut dh, &mut labels);
+        sample_labelled_pairs(
+            &bench.model,
+            &bench.b,
+            &bench.j,
+            &bench.cfg,
+            round,
+            &mut dh,
+            &mut labels,
+        );
         let f = logistic::fit(&dh, d, &labels, bench.cfg.ridge).expect("fit converges");
         iterations.push(f.iterations);
         f
@@ -179,9 +198,19 @@ fn main() {
 
     let (t_sample, ()) = best(reps, || {
         round += 1;
-        sample_labelled_pairs(&bench.model, &bench.b, &bench.j, &bench.cfg, round, &mut dh, &mut labels);
+        sample_labelled_pairs(
+            &bench.model,
+            &bench.b,
+            &bench.j,
+            &bench.cfg,
+            round,
+            &mut dh,
+            &mut labels,
+        );
     });
-    let (t_fit, _) = best(reps, || logistic::fit(&dh, d, &labels, bench.cfg.ridge).expect("fit converges"));
+    let (t_fit, _) = best(reps, || {
+        logistic::fit(&dh, d, &labels, bench.cfg.ridge).expect("fit converges")
+    });
 
     // The Hessian build alone, at the fitted weights, as the fit does it.
     let mut theta = fit.w.clone();

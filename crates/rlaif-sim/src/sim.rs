@@ -176,6 +176,12 @@ fn stream(seed: u64, round: usize, purpose: u64, block: usize) -> ChaCha8Rng {
 }
 
 /// Steps 1–3: fills `dh` (`n × d`) and `labels` (n) for round `round` under policy tilt `b`.
+///
+/// Each pair draws, in this order, `ξ₁` (k), `ζ₁` (d), `ξ₂` (k), `ζ₂` (d) and the label's
+/// uniform from its block's stream; then, a whole block ([`PAIRS_PER_BLOCK`] pairs) at a time,
+/// `z_r = m_z + L ξ_r`, `h_r = W z_r + m_ε + s ζ_r` (with `m_z = μ₀ + Σ_z Wᵀ b`, `m_ε = s² b`),
+/// `Δh = h₁ − h₂` and the label. The block products by `Lᵀ` and `Wᵀ` run in SIMD kernels chosen
+/// at run time; no allocation happens per sample.
 pub fn sample_labelled_pairs(
     m: &LatentModel,
     b: &[f64],
@@ -190,27 +196,118 @@ pub fn sample_labelled_pairs(
     let mz = m.tilted_z_mean(b);
     let me = scaled(b, m.s2());
     let s = m.s2().sqrt();
-    let l = m.sigma_z_chol().l();
-    let w = m.w();
+    // Lᵀ and Wᵀ (row-major), so that columns of L and W are contiguous rows.
+    let lt = m.sigma_z_chol().l().transpose();
+    let wt = m.w().transpose();
     dh.par_chunks_mut(PAIRS_PER_BLOCK * d)
         .zip(labels.par_chunks_mut(PAIRS_PER_BLOCK))
         .enumerate()
-        .for_each(|(block, (dh_block, lab_block))| {
+        .for_each(|(block, (h1, lab_block))| {
             let mut rng = stream(cfg.seed, round, 0, block);
-            let mut xi = vec![0.0; k];
-            let mut z = vec![0.0; k];
-            let mut h2 = vec![0.0; d];
-            for (out, lab) in dh_block.chunks_exact_mut(d).zip(lab_block.iter_mut()) {
-                // Response 1 is written straight into `out`, response 2 into `h2`.
-                sample_response(&mut rng, &mz, &me, s, l, w, &mut xi, &mut z, out);
-                sample_response(&mut rng, &mz, &me, s, l, w, &mut xi, &mut z, &mut h2);
-                for (o, x) in out.iter_mut().zip(&h2) {
-                    *o -= x;
+            let rows = lab_block.len();
+            let mut xi1 = vec![0.0; rows * k];
+            let mut xi2 = vec![0.0; rows * k];
+            let mut h2 = vec![0.0; rows * d];
+            let mut uniforms = vec![0.0; rows];
+            // Draws, in stream order; ε_r = m_ε + s ζ_r is formed in place.
+            for ((((x1, e1), x2), e2), u) in xi1
+                .chunks_exact_mut(k)
+                .zip(h1.chunks_exact_mut(d))
+                .zip(xi2.chunks_exact_mut(k))
+                .zip(h2.chunks_exact_mut(d))
+                .zip(uniforms.iter_mut())
+            {
+                fill_standard_normal(&mut rng, x1);
+                fill_standard_normal(&mut rng, e1);
+                fill_standard_normal(&mut rng, x2);
+                fill_standard_normal(&mut rng, e2);
+                *u = rng.gen::<f64>();
+                for ((a, c), mi) in e1.iter_mut().zip(e2.iter_mut()).zip(&me) {
+                    *a = mi + s * *a;
+                    *c = mi + s * *c;
                 }
+            }
+            // z_r = m_z + L ξ_r, h_r = ε_r + W z_r, Δh = h₁ − h₂ (into h1).
+            let mut z = vec![0.0; rows * k];
+            for (xi, h) in [(&xi1, &mut *h1), (&xi2, &mut h2[..])] {
+                for zr in z.chunks_exact_mut(k) {
+                    zr.copy_from_slice(&mz);
+                }
+                add_rows_times(xi, k, lt.as_slice(), k, &mut z);
+                add_rows_times(&z, k, wt.as_slice(), d, h);
+            }
+            for (a, c) in h1.iter_mut().zip(&h2) {
+                *a -= c;
+            }
+            for ((out, lab), &u) in h1.chunks_exact(d).zip(lab_block.iter_mut()).zip(&uniforms) {
                 let p = sigmoid(cfg.beta * dot(j, out) + cfg.b_pos);
-                *lab = if rng.gen::<f64>() < p { 1.0 } else { 0.0 };
+                *lab = if u < p { 1.0 } else { 0.0 };
             }
         });
+}
+
+/// Fills `buf` with standard normal draws, in order.
+#[inline]
+fn fill_standard_normal(rng: &mut ChaCha8Rng, buf: &mut [f64]) {
+    for v in buf.iter_mut() {
+        *v = rng.sample(StandardNormal);
+    }
+}
+
+/// `out_r += Σ_a a_{ra} B_a` for every row r: `a` is `rows × k`, `b` is `k × cols`, `out` is
+/// `rows × cols`, all row-major.
+fn add_rows_times(a: &[f64], k: usize, b: &[f64], cols: usize, out: &mut [f64]) {
+    pulp::Arch::new().dispatch(RowsTimes { a, k, b, cols, out });
+}
+
+struct RowsTimes<'a> {
+    a: &'a [f64],
+    k: usize,
+    b: &'a [f64],
+    cols: usize,
+    out: &'a mut [f64],
+}
+
+impl pulp::WithSimd for RowsTimes<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, simd: S) -> Self::Output {
+        let RowsTimes { a, k, b, cols, out } = self;
+        let lanes = S::F64_LANES;
+        for (ar, orow) in a.chunks_exact(k).zip(out.chunks_exact_mut(cols)) {
+            let mut c0 = 0;
+            // Four vectors of columns at a time, accumulated in registers over a.
+            while c0 + 4 * lanes <= cols {
+                let (ov, _) = S::as_mut_simd_f64s(&mut orow[c0..c0 + 4 * lanes]);
+                let mut acc = [ov[0], ov[1], ov[2], ov[3]];
+                for (&x, brow) in ar.iter().zip(b.chunks_exact(cols)) {
+                    let (bv, _) = S::as_simd_f64s(&brow[c0..c0 + 4 * lanes]);
+                    let xv = simd.splat_f64s(x);
+                    for (accq, &bq) in acc.iter_mut().zip(bv) {
+                        *accq = simd.mul_add_f64s(xv, bq, *accq);
+                    }
+                }
+                ov.copy_from_slice(&acc);
+                c0 += 4 * lanes;
+            }
+            while c0 + lanes <= cols {
+                let (ov, _) = S::as_mut_simd_f64s(&mut orow[c0..c0 + lanes]);
+                let mut acc = ov[0];
+                for (&x, brow) in ar.iter().zip(b.chunks_exact(cols)) {
+                    let (bv, _) = S::as_simd_f64s(&brow[c0..c0 + lanes]);
+                    acc = simd.mul_add_f64s(simd.splat_f64s(x), bv[0], acc);
+                }
+                ov[0] = acc;
+                c0 += lanes;
+            }
+            for (c, o) in orow.iter_mut().enumerate().skip(c0) {
+                for (&x, brow) in ar.iter().zip(b.chunks_exact(cols)) {
+                    *o = x.mul_add(brow[c], *o);
+                }
+            }
+        }
+    }
 }
 
 /// One response: `z = m_z + L ξ`, `h = W z + m_ε + s ζ` written to `h`.
