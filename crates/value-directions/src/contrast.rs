@@ -164,7 +164,10 @@ impl ContrastSet {
         self.d
     }
 
-    /// Row `i` (panics if `i ≥ n`, like slice indexing).
+    /// Row `i`.
+    ///
+    /// # Panics
+    /// If `i ≥ n`, like slice indexing.
     pub fn row(&self, i: usize) -> &[f32] {
         &self.rows[i * self.d..(i + 1) * self.d]
     }

@@ -118,6 +118,9 @@ impl Differences {
     }
 
     /// Row `i`.
+    ///
+    /// # Panics
+    /// If `i ≥ m`, like slice indexing.
     pub fn row(&self, i: usize) -> &[f64] {
         &self.data[i * self.d..(i + 1) * self.d]
     }
@@ -391,6 +394,9 @@ impl Subspace {
     }
 
     /// Basis vector `i` (unit norm).
+    ///
+    /// # Panics
+    /// If `i ≥ k`, like slice indexing.
     pub fn basis_vector(&self, i: usize) -> &[f64] {
         &self.basis[i * self.d..(i + 1) * self.d]
     }

@@ -231,3 +231,54 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Every estimator's direction is unchanged when all activations are shifted by a common
+    /// vector and scaled by a positive factor (the probe standardises, so the penalty does not
+    /// break scale invariance).
+    #[test]
+    fn estimators_are_shift_and_scale_invariant(
+        seed in 0u64..1000,
+        shift in prop::collection::vec(-5.0f64..5.0, 5),
+        scale in 0.2f64..5.0,
+    ) {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let d = 5;
+        let mut rows = Vec::new();
+        let mut labels = Vec::new();
+        for i in 0..60 {
+            let pos = i % 2 == 0;
+            let r: Vec<f64> = (0..d)
+                .map(|j| rng.gen_range(-1.0..1.0) + if pos && j < 2 { 0.7 } else { 0.0 })
+                .collect();
+            rows.push(r);
+            labels.push(pos);
+        }
+        let to_set = |f: &dyn Fn(usize, f64) -> f64| {
+            ContrastSet::new(
+                rows.iter()
+                    .map(|r| r.iter().enumerate().map(|(j, &x)| f(j, x) as f32).collect())
+                    .collect(),
+                labels.clone(),
+            )
+            .unwrap()
+        };
+        let base = to_set(&|_, x| x);
+        let moved = to_set(&|j, x| scale * x + shift[j]);
+        let estimators: Vec<Box<dyn DirectionEstimator>> = vec![
+            Box::new(DiffOfMeans::default()),
+            Box::new(LinearProbe::default()),
+            Box::new(Lda::default()),
+            Box::new(value_directions::Pca::default()),
+        ];
+        for e in estimators {
+            let a = e.estimate(&base).unwrap();
+            let b = e.estimate(&moved).unwrap();
+            let cos = a.cosine(&b).unwrap();
+            prop_assert!(cos > 1.0 - 1e-6, "{}: cos = {}", e.method(), cos);
+        }
+    }
+}
