@@ -8,7 +8,6 @@
 
 use rayon::prelude::*;
 
-use crate::agreement::sigmoid;
 use crate::linalg::{dot, Cholesky, Mat};
 
 /// Rows per parallel work item.
@@ -75,9 +74,12 @@ pub fn fit(x: &[f64], d: usize, y: &[f64], ridge: f64) -> Result<LogisticFit, Fi
     let mut z = vec![0.0; n];
     let mut z_cand = vec![0.0; n];
     let mut dz = vec![0.0; n];
-    let mut loss = data_loss(&z, y, par);
+    // σ(z_i), a by-product of each loss evaluation, reused by the next gradient and Hessian.
+    let mut sig = vec![0.0; n];
+    let mut sig_cand = vec![0.0; n];
+    let mut loss = data_loss(&z, y, &mut sig, par);
     for iter in 1..=200 {
-        let (grad, hess) = grad_hess_at(x, d, y, &z, &theta, ridge, par);
+        let (grad, hess) = grad_hess_at(x, d, y, &sig, &theta, ridge, par);
         let step = newton_step(&hess, &grad);
         let slope = dot(&grad, &step);
         margin_change(x, d, &step, &mut dz, par);
@@ -88,10 +90,12 @@ pub fn fit(x: &[f64], d: usize, y: &[f64], ridge: f64) -> Result<LogisticFit, Fi
             for ((zc, zi), dzi) in z_cand.iter_mut().zip(&z).zip(&dz) {
                 *zc = zi + t * dzi;
             }
-            let l = data_loss(&z_cand, y, par) + 0.5 * ridge * dot(&cand[..d], &cand[..d]);
+            let l = data_loss(&z_cand, y, &mut sig_cand, par)
+                + 0.5 * ridge * dot(&cand[..d], &cand[..d]);
             if l <= loss + 1e-4 * t * slope {
                 theta = cand;
                 std::mem::swap(&mut z, &mut z_cand);
+                std::mem::swap(&mut sig, &mut sig_cand);
                 loss = l;
                 accepted = true;
                 break;
@@ -127,48 +131,58 @@ fn newton_step(hess: &Mat, grad: &[f64]) -> Vec<f64> {
     }
 }
 
-/// Maps `f` over the fixed row chunks of `x` and `y` (and of `z`, `CHUNK` rows each), in
+/// Maps `f` over the fixed row chunks of `x` and `y` (and of `v`, `CHUNK` rows each), in
 /// parallel when `par`, and returns the per-chunk results in chunk order.
 fn map_chunks<T: Send>(
     x: &[f64],
     d: usize,
     y: &[f64],
-    z: &[f64],
+    v: &[f64],
     par: bool,
     f: impl Fn(&[f64], &[f64], &[f64]) -> T + Sync + Send,
 ) -> Vec<T> {
     if par {
         x.par_chunks(CHUNK * d)
             .zip(y.par_chunks(CHUNK))
-            .zip(z.par_chunks(CHUNK))
-            .map(|((xc, yc), zc)| f(xc, yc, zc))
+            .zip(v.par_chunks(CHUNK))
+            .map(|((xc, yc), vc)| f(xc, yc, vc))
             .collect()
     } else {
         x.chunks(CHUNK * d)
             .zip(y.chunks(CHUNK))
-            .zip(z.chunks(CHUNK))
-            .map(|((xc, yc), zc)| f(xc, yc, zc))
+            .zip(v.chunks(CHUNK))
+            .map(|((xc, yc), vc)| f(xc, yc, vc))
             .collect()
     }
 }
 
-/// `Σ_i softplus(z_i) − ℓ_i z_i` over margins z, summed per chunk then in chunk order.
-fn data_loss(z: &[f64], y: &[f64], par: bool) -> f64 {
-    let part = |zc: &[f64], yc: &[f64]| {
-        zc.iter()
-            .zip(yc)
-            .map(|(&zi, &l)| softplus(zi) - l * zi)
-            .sum::<f64>()
+/// `Σ_i softplus(z_i) − ℓ_i z_i` over margins z, summed per chunk then in chunk order; writes
+/// `sig_i = σ(z_i)` on the way.
+///
+/// With `e = exp(−|z|)`: `softplus(z) = max(z, 0) + ln(1 + e)` and `σ(z) = 1/(1 + e)` for
+/// z ≥ 0, `e/(1 + e)` otherwise, so one exponential serves both.
+fn data_loss(z: &[f64], y: &[f64], sig: &mut [f64], par: bool) -> f64 {
+    let part = |zc: &[f64], yc: &[f64], sc: &mut [f64]| {
+        let mut acc = 0.0;
+        for ((&zi, &l), si) in zc.iter().zip(yc).zip(sc.iter_mut()) {
+            let e = (-zi.abs()).exp();
+            let one_e = 1.0 + e;
+            *si = if zi >= 0.0 { 1.0 / one_e } else { e / one_e };
+            acc += zi.max(0.0) + one_e.ln() - l * zi;
+        }
+        acc
     };
     let parts: Vec<f64> = if par && z.len() >= 4 * CHUNK {
         z.par_chunks(CHUNK)
             .zip(y.par_chunks(CHUNK))
-            .map(|(zc, yc)| part(zc, yc))
+            .zip(sig.par_chunks_mut(CHUNK))
+            .map(|((zc, yc), sc)| part(zc, yc, sc))
             .collect()
     } else {
         z.chunks(CHUNK)
             .zip(y.chunks(CHUNK))
-            .map(|(zc, yc)| part(zc, yc))
+            .zip(sig.chunks_mut(CHUNK))
+            .map(|((zc, yc), sc)| part(zc, yc, sc))
             .collect()
     };
     parts.iter().sum()
@@ -193,41 +207,32 @@ fn margin_change(x: &[f64], d: usize, step: &[f64], dz: &mut [f64], par: bool) {
     }
 }
 
-/// `log(1 + e^z)`, stable.
-#[inline]
-fn softplus(z: f64) -> f64 {
-    if z > 0.0 {
-        z + (-z).exp().ln_1p()
-    } else {
-        z.exp().ln_1p()
-    }
-}
-
 /// Gradient and Hessian of the objective at `theta` (margins computed from scratch).
 #[cfg(test)]
 fn grad_hess(x: &[f64], d: usize, y: &[f64], theta: &[f64], ridge: f64) -> (Vec<f64>, Mat) {
     let mut z = vec![0.0; y.len()];
     margin_change(x, d, theta, &mut z, false);
-    grad_hess_at(x, d, y, &z, theta, ridge, false)
+    let mut sig = vec![0.0; y.len()];
+    data_loss(&z, y, &mut sig, false);
+    grad_hess_at(x, d, y, &sig, theta, ridge, false)
 }
 
-/// Gradient and Hessian of the objective at `theta`, whose margins are `z`.
+/// Gradient and Hessian of the objective at `theta`, where `sig_i = σ(z_i)`.
 fn grad_hess_at(
     x: &[f64],
     d: usize,
     y: &[f64],
-    z: &[f64],
+    sig: &[f64],
     theta: &[f64],
     ridge: f64,
     par: bool,
 ) -> (Vec<f64>, Mat) {
     let p = d + 1;
     let w = &theta[..d];
-    let parts = map_chunks(x, d, y, z, par, |xc, yc, zc| {
+    let parts = map_chunks(x, d, y, sig, par, |xc, yc, sc| {
         let mut g = vec![0.0; p];
         let mut weights = Vec::with_capacity(yc.len());
-        for ((xi, &l), &zi) in xc.chunks_exact(d).zip(yc).zip(zc) {
-            let s = sigmoid(zi);
+        for ((xi, &l), &s) in xc.chunks_exact(d).zip(yc).zip(sc) {
             let r = s - l;
             crate::linalg::axpy(r, xi, &mut g[..d]);
             g[d] += r;
@@ -406,6 +411,7 @@ fn gram_tiles<S: pulp::Simd, const MR: usize>(simd: S, k: GramKernel<'_>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agreement::sigmoid;
     use rand::{Rng, SeedableRng};
     use rand_distr::StandardNormal;
 
