@@ -97,7 +97,7 @@ pub fn random_instance(rng: &mut ChaCha8Rng, d: usize, k: usize, m: usize) -> Ra
 }
 
 /// A named monotone transform of u*.
-type NamedFn = (&'static str, fn(f64) -> f64);
+pub type NamedFn = (&'static str, fn(f64) -> f64);
 
 struct Acc {
     name: &'static str,

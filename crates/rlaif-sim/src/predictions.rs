@@ -501,7 +501,7 @@ pub fn run_demo(seed: u64, quick: bool) -> DemoResults {
 
     // P9: agreement with monotone and quadratic value.
     let a_hh = m.alignment(&hh);
-    let fs: [(&str, fn(f64) -> f64); 3] = [
+    let fs: [crate::checks::NamedFn; 3] = [
         ("exp", f64::exp),
         ("cube", |u| u * u * u),
         ("tanh", f64::tanh),

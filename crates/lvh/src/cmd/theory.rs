@@ -246,6 +246,9 @@ fn demo(args: DemoArgs) -> Result<ExitCode> {
     })
 }
 
+/// (a, deterministic, BT κ=1, BT κ=2, BT κ=5, probit κ=2).
+type AgreementRow = (f64, f64, f64, f64, f64, f64);
+
 type Figure = (&'static str, Plot, &'static str);
 
 fn demo_figures(res: &DemoResults) -> Vec<Figure> {
@@ -343,7 +346,7 @@ fn demo_figures(res: &DemoResults) -> Vec<Figure> {
     add.v_lines.push((f.add_principle_w_max, "t_max".into()));
     out.push(("add_principle", add, "Adding a less aligned principle helps only for weights below t_max; at full weight it hurts (0.805 → 0.657)."));
 
-    let ag = |sel: fn(&(f64, f64, f64, f64, f64, f64)) -> f64| {
+    let ag = |sel: fn(&AgreementRow) -> f64| {
         f.agreement
             .iter()
             .map(|p| (p.0, sel(p)))
@@ -425,9 +428,9 @@ unless THEORY states one).</p>\n<table><tr><th>id</th><th>prediction</th><th>pre
     }
     body.push_str("</table>\n<h2>Figures</h2>\n");
     for (_, plot, caption) in figures {
-        let _ = write!(
+        let _ = writeln!(
             body,
-            "<figure>{}<figcaption>{}</figcaption></figure>\n",
+            "<figure>{}<figcaption>{}</figcaption></figure>",
             plot.to_svg(),
             esc(caption)
         );
