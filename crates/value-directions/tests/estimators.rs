@@ -374,3 +374,26 @@ fn ridge_recovers_linear_weights_and_shrinks() {
     assert!(ridge(&rows, &t[1..], 1.0, true).is_err());
     assert!(ridge(&rows, &t, -1.0, true).is_err());
 }
+
+/// Fewer items than dimensions: the pooled covariance is singular, Ledoit–Wolf shrinkage
+/// keeps it positive definite and the probe's ridge keeps the Newton system solvable.
+#[test]
+fn lda_and_probe_work_with_fewer_items_than_dimensions() {
+    let mut rng = ChaCha8Rng::seed_from_u64(16);
+    let d = 200;
+    let c = random_vec(d, 4.0, &mut rng);
+    let noise = Covariance::isotropic(d, 1.0);
+    let (rows, labels) = t7a_set(&c, &noise, 150, &mut rng);
+    let set = ContrastSet::new(rows, labels).unwrap();
+    assert!(set.n() < d);
+    let fit = Lda::default().fit(&set).unwrap();
+    assert!(fit.shrinkage > 0.3, "α = {}", fit.shrinkage);
+    for v in [
+        Lda::default().estimate(&set).unwrap(),
+        LinearProbe::default().estimate(&set).unwrap(),
+    ] {
+        let cos = cosine(v.as_slice(), &c);
+        // Noise alone would give |cos| ≈ 1/√d ≈ 0.07.
+        assert!(cos > 0.5, "{:?}: cos = {cos}", v.provenance().method);
+    }
+}
