@@ -145,7 +145,7 @@ const END_OF_GENERATION_TEXTS: &[&str] = &[
 /// assert_eq!(tok.decode(&ids), "<|im_start|>user\nHi<|im_end|>");
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Tokenizer {
     model: Model,
     tokens: Vec<String>,
@@ -162,7 +162,29 @@ pub struct Tokenizer {
     add_space_prefix: bool,
 }
 
-#[derive(Debug, Clone)]
+/// A summary: the vocabulary itself (up to 262 144 strings) is not printed.
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match &self.model {
+            Model::Bpe { ranks, pre } => {
+                format!("byte-level BPE ({} merges, {pre:?})", ranks.len())
+            }
+            Model::Spm { .. } => "SentencePiece (scores, byte fallback)".to_owned(),
+        };
+        f.debug_struct("Tokenizer")
+            .field("kind", &kind)
+            .field("vocab_size", &self.tokens.len())
+            .field("special_tokens", &self.specials.len())
+            .field("bos", &self.bos)
+            .field("eos", &self.eos)
+            .field("add_bos", &self.add_bos)
+            .field("add_eos", &self.add_eos)
+            .field("add_space_prefix", &self.add_space_prefix)
+            .finish()
+    }
+}
+
+#[derive(Clone)]
 enum Model {
     /// Byte-level BPE: merge ranks keyed by (left, right) symbol text.
     Bpe {

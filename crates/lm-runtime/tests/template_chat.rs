@@ -111,7 +111,7 @@ fn plain_format_for_models_without_template() {
 fn templates_from_real_gguf_files() {
     let paths: Vec<std::path::PathBuf> = ["LVH_TEST_MODEL", "LVH_TEST_GEMMA"]
         .iter()
-        .filter_map(|v| std::env::var_os(v))
+        .filter_map(std::env::var_os)
         .filter(|p| !p.is_empty())
         .map(Into::into)
         .collect();

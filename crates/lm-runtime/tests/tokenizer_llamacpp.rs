@@ -34,7 +34,7 @@ fn fixture(name: &str) -> Value {
 fn models() -> Option<Vec<(PathBuf, String)>> {
     let paths: Vec<PathBuf> = ["LVH_TEST_MODEL", "LVH_TEST_GEMMA"]
         .iter()
-        .filter_map(|v| std::env::var_os(v))
+        .filter_map(std::env::var_os)
         .filter(|p| !p.is_empty())
         .map(PathBuf::from)
         .collect();
