@@ -9,5 +9,6 @@ pub mod cmd;
 pub mod constitution;
 pub mod datasets;
 pub mod plot;
+pub mod remote;
 pub mod run_dir;
 pub mod theory_io;
