@@ -6,6 +6,10 @@ use crate::gguf::{GgufError, GgufFile};
 /// hostile headers before any weight is allocated.
 const MAX_DIM: u64 = 1 << 22;
 
+/// Largest `context_length × head_dim` accepted: 2^25 (e.g. 262 144 positions × 128), so the
+/// RoPE tables built at load stay under 128 MiB.
+const MAX_ROPE_ANGLES: u64 = 1 << 25;
+
 /// A transformer family with its own block layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Architecture {
@@ -134,6 +138,18 @@ impl ModelConfig {
                 "attention.head_count",
                 n_heads.to_string(),
                 "head_count × head_dim must equal embedding_length with an even head_dim",
+            ));
+        }
+        // The RoPE tables (cos and sin, f32) hold context_length × head_dim / 2 angles each and
+        // are built at load, so a hostile header in a tiny file must not size them freely.
+        if context_length as u64 * head_dim as u64 > MAX_ROPE_ANGLES {
+            return Err(bad(
+                "context_length",
+                context_length.to_string(),
+                &format!(
+                    "context_length × head_dim ({head_dim}) exceeds {MAX_ROPE_ANGLES} \
+                     (RoPE tables over 128 MiB)"
+                ),
             ));
         }
         if let Some(r) = file.opt_u64(&key("rope.dimension_count"))? {

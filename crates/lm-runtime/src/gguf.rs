@@ -429,12 +429,29 @@ fn read_header<R: Read + Seek>(r: &mut R, len: u64) -> Result<Content, HeaderErr
             "absurd counts: {tensor_count} tensors, {kv_count} metadata entries"
         )));
     }
+    // Each entry takes at least 13 bytes (8 key length, 4 type, 1 value) and each tensor info 32
+    // (8 name length, 4 n_dims, 8 dim, 4 type, 8 offset): refuse counts the file cannot hold
+    // before sizing anything by them.
+    let least = kv_count * 13 + tensor_count * 32;
+    if least > c.remaining() {
+        return Err(c.corrupt(format!(
+            "{tensor_count} tensors and {kv_count} metadata entries need at least {least} bytes, \
+             which exceeds the {} bytes left in the file",
+            c.remaining()
+        )));
+    }
     let mut metadata = HashMap::new();
     for _ in 0..kv_count {
+        let at = c.pos;
         let key = c.string("metadata key")?;
         let ty = c.u32()?;
         let value = c.value(ty, &key, 0)?;
-        metadata.insert(key, value);
+        if metadata.insert(key.clone(), value).is_some() {
+            return Err(HeaderError::Gguf(GgufError::Corrupt {
+                offset: at,
+                what: format!("duplicate metadata key `{key}`"),
+            }));
+        }
     }
     let mut infos = Vec::with_capacity(tensor_count as usize);
     for _ in 0..tensor_count {
@@ -479,6 +496,12 @@ fn read_header<R: Read + Seek>(r: &mut R, len: u64) -> Result<Content, HeaderErr
     let data_offset = c.pos.div_ceil(alignment) * alignment;
     let mut tensor_infos = HashMap::with_capacity(infos.len());
     for (name, dtype, shape, offset, bytes) in infos {
+        if tensor_infos.contains_key(&name) {
+            return Err(HeaderError::Gguf(GgufError::BadTensor {
+                name,
+                why: "declared twice in the header".into(),
+            }));
+        }
         let end = data_offset
             .checked_add(offset)
             .and_then(|s| s.checked_add(bytes));
