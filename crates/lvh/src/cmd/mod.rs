@@ -1,9 +1,12 @@
 //! One module per subcommand: its clap `Args` and a `run` function.
 
 pub mod constitution;
+pub mod directions;
+pub mod extract;
 pub mod model;
 pub mod run;
 pub mod score;
 pub mod simulate;
+pub mod steer;
 pub mod theory;
 pub mod tokenize;
