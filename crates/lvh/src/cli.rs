@@ -29,6 +29,12 @@ pub enum Command {
     Run(cmd::run::Args),
     /// Log-probabilities of continuations after a prompt.
     Score(cmd::score::Args),
+    /// AI preference labels under a constitution (both orders), as TRL-style JSONL.
+    Judge(cmd::judge::Args),
+    /// The generation–judgment gap P_C − P_gen with bootstrap intervals and position bias.
+    Gap(cmd::gap::Args),
+    /// Whether the judge's decisions change with the constitution.
+    Sensitivity(cmd::sensitivity::Args),
     /// Pooled activations of a contrast set into a resumable run folder of safetensors shards.
     Extract(cmd::extract::Args),
     /// Value directions per layer: held-out accuracy, AUC, q-hat, spectra, causal checks.
@@ -51,6 +57,9 @@ impl Command {
             Command::Constitution(c) => c.run(),
             Command::Run(a) => cmd::run::run(a),
             Command::Score(a) => cmd::score::run(a),
+            Command::Judge(a) => cmd::judge::run(a),
+            Command::Gap(a) => cmd::gap::run(a),
+            Command::Sensitivity(a) => cmd::sensitivity::run(a),
             Command::Extract(a) => cmd::extract::run(a),
             Command::Directions(a) => cmd::directions::run(a),
             Command::Steer(a) => cmd::steer::run(a),

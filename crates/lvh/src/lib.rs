@@ -9,6 +9,7 @@ pub mod cmd;
 pub mod constitution;
 pub mod datasets;
 pub mod geometry;
+pub mod judge;
 pub mod plot;
 pub mod remote;
 pub mod run_dir;

@@ -3,9 +3,12 @@
 pub mod constitution;
 pub mod directions;
 pub mod extract;
+pub mod gap;
+pub mod judge;
 pub mod model;
 pub mod run;
 pub mod score;
+pub mod sensitivity;
 pub mod simulate;
 pub mod steer;
 pub mod theory;
