@@ -74,8 +74,8 @@ fn instance(d: usize, n: usize, seed: u64) -> Bench {
     let var_sj = dot(&wtj, &wtj) + s2;
     let mut theta = vec![0.0; k];
     theta[0] = 1.0;
-    let model =
-        LatentModel::new(w, s2, theta, Mat::identity(k), vec![0.0; k]).expect("valid instance");
+    let model = LatentModel::new(w, s2, theta, Mat::identity(k), vec![0.0; k])
+        .unwrap_or_else(|e| fail(&e.to_string()));
     let cfg = SimConfig {
         beta: 1.5 / var_sj.sqrt(),
         b_pos: 0.1,
@@ -138,6 +138,18 @@ fn best<T>(reps: usize, mut f: impl FnMut() -> T) -> (f64, T) {
     (best, out)
 }
 
+/// Prints the error and exits with status 1.
+fn fail(problem: &str) -> ! {
+    eprintln!("mc_throughput: {problem}");
+    std::process::exit(1)
+}
+
+/// Prints the problem and the usage, and exits with status 2.
+fn usage(problem: &str) -> ! {
+    eprintln!("mc_throughput: {problem}\nusage: mc_throughput [--d D] [--n N] [--reps R] [--seed S] [--json]");
+    std::process::exit(2)
+}
+
 fn main() {
     let mut d = 64;
     let mut n = 100_000;
@@ -150,8 +162,9 @@ fn main() {
         let val = |i: usize| -> usize {
             args.get(i + 1)
                 .and_then(|v| v.parse::<f64>().ok())
+                .filter(|v| v.is_finite() && *v >= 0.0 && v.fract() == 0.0)
                 .map(|v| v as usize)
-                .unwrap_or_else(|| panic!("{} needs a number", args[i]))
+                .unwrap_or_else(|| usage(&format!("{} needs a whole number", args[i])))
         };
         match args[i].as_str() {
             "--d" => d = val(i),
@@ -163,14 +176,13 @@ fn main() {
                 i += 1;
                 continue;
             }
-            other => panic!("unknown argument {other} (use --d --n --reps --seed --json)"),
+            other => usage(&format!("unknown argument {other}")),
         }
         i += 2;
     }
-    assert!(
-        d > 0 && n > 0 && reps > 0,
-        "--d, --n and --reps must be positive"
-    );
+    if d == 0 || n == 0 || reps == 0 {
+        usage("--d, --n and --reps must be positive");
+    }
     let mut bench = instance(d, n, seed);
     let mut dh = vec![0.0; n * d];
     let mut labels = vec![0.0; n];
@@ -189,7 +201,8 @@ fn main() {
             &mut dh,
             &mut labels,
         );
-        let f = logistic::fit(&dh, d, &labels, bench.cfg.ridge).expect("fit converges");
+        let f = logistic::fit(&dh, d, &labels, bench.cfg.ridge)
+            .unwrap_or_else(|e| fail(&e.to_string()));
         iterations.push(f.iterations);
         f
     });
@@ -209,7 +222,7 @@ fn main() {
         );
     });
     let (t_fit, _) = best(reps, || {
-        logistic::fit(&dh, d, &labels, bench.cfg.ridge).expect("fit converges")
+        logistic::fit(&dh, d, &labels, bench.cfg.ridge).unwrap_or_else(|e| fail(&e.to_string()))
     });
 
     // The Hessian build alone, at the fitted weights, as the fit does it.
