@@ -8,10 +8,14 @@
 //! field when present, else class-conditional differences) gives the top-p explained variance
 //! (p = 1, 2, 4, 8). The best layer is chosen on the train split only: 5-fold cross-validated
 //! AUC of the difference of means, ties broken by the cross-validated separation
-//! `d' = (m₊ − m₋) / sqrt((s₊² + s₋²)/2)`. Causal checks with the best layer's difference of
+//! `d' = (m₊ − m₋) / sqrt((s₊² + s₋²)/2)`. Twins (items sharing `pair`, one per label) are
+//! used only when they cover at least half of a split's items; otherwise P is counted over all
+//! (harmless, harmful) pairs (= AUC) and the PCA uses class-conditional differences. Causal checks with the best layer's difference of
 //! means: see [`crate::geometry::refusal`].
 //!
 //! Default data: the bundled contrast set with the hash split (dev = train, heldout = test).
+//! A train file that lies wholly on one side of that split (such as a `*.dev.jsonl`) is split
+//! again by an independent salted hash of the same key ([`RESPLIT_SALT`], 20% test).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -81,10 +85,11 @@ pub struct Args {
     /// Skip the causal checks.
     #[arg(long)]
     pub no_causal: bool,
-    /// Multiple of the layer's mean residual norm added along the refusal direction in check
-    /// (b) (default: ‖mean(h|harmful) − mean(h|harmless)‖ / n̄_ℓ, i.e. the full mean difference).
-    #[arg(long)]
-    pub add_scale: Option<f64>,
+    /// Multiples of the layer's mean residual norm added along the refusal direction in check
+    /// (b), comma-separated (default: ‖mean(h|harmful) − mean(h|harmless)‖ / n̄_ℓ, i.e. the
+    /// full mean difference, then 0.25, 0.5, 1). The first is the main one.
+    #[arg(long, value_delimiter = ',')]
+    pub add_scale: Option<Vec<f64>>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -182,6 +187,24 @@ pub struct Report {
 }
 
 const CV_FOLDS: usize = 5;
+
+/// Salt of the second hash split used when the train file is one side of the standard split.
+pub const RESPLIT_SALT: &str = "lvh-directions";
+
+/// Refuses splits too small for the folds and the test metrics, before any model work.
+fn check_counts(train: &[bool], test: &[bool]) -> Result<()> {
+    let count = |v: &[bool]| {
+        let p = v.iter().filter(|&&x| x).count();
+        [p, v.len() - p]
+    };
+    let (a, b) = (count(train), count(test));
+    if a.iter().any(|&c| c < CV_FOLDS) || b.iter().any(|&c| c < 2) {
+        bail!(
+            "too few items: train {a:?}, test {b:?} (harmless, harmful); need ≥ {CV_FOLDS} per class in train and ≥ 2 in test"
+        );
+    }
+    Ok(())
+}
 
 struct Data {
     /// Per layer: row-major `[n, d]`.
@@ -311,9 +334,39 @@ fn gather(args: &Args) -> Result<(Data, Vec<usize>)> {
         }
         None => {
             let all = sub(train_all, &mut rng)?;
-            all.into_iter().partition(|it| it.split() == Split::Dev)
+            let (dev, heldout): (Vec<_>, Vec<_>) =
+                all.into_iter().partition(|it| it.split() == Split::Dev);
+            if dev.is_empty() || heldout.is_empty() {
+                // The file is one side of the standard split already (e.g. a `*.dev.jsonl`):
+                // split it again by an independent salted hash of the same key.
+                let mut train = Vec::new();
+                let mut test = Vec::new();
+                for it in dev.into_iter().chain(heldout) {
+                    match metrics::hash_split(it.split_key(), RESPLIT_SALT, 0.2)? {
+                        metrics::Split::Train => train.push(it),
+                        metrics::Split::Test => test.push(it),
+                    }
+                }
+                eprintln!(
+                    "note: the train file lies on one side of the dev/heldout split; re-split by \
+                     hash (salt `{RESPLIT_SALT}`, 20% test)"
+                );
+                (train, test)
+            } else {
+                (dev, heldout)
+            }
         }
     };
+    check_counts(
+        &train
+            .iter()
+            .map(|it| it.label == Label::Harmless)
+            .collect::<Vec<_>>(),
+        &test
+            .iter()
+            .map(|it| it.label == Label::Harmless)
+            .collect::<Vec<_>>(),
+    )?;
     let m = load_model(args.model.clone(), args.weights)?;
     let cfg = m.model.config().clone();
     let layers = parse_layers(args.layers.as_deref(), cfg.n_layers)?;
@@ -356,7 +409,9 @@ fn build_set(data: &Data, k: usize, ids: &[usize], site: &Site) -> Result<Contra
     let labels = ids.iter().map(|&i| data.labels[i]).collect();
     let pairs = twin_pairs(ids, |i| data.pair[i].clone(), |i| data.labels[i]);
     let set = ContrastSet::from_flat(rows, d, labels)?.with_site(site.clone());
-    Ok(if pairs.is_empty() {
+    // Twins are used (paired agreement, paired differences) only when they cover at least
+    // half of the items; a handful of pairs would make P and the spectrum rest on them alone.
+    Ok(if 4 * pairs.len() < ids.len() {
         set
     } else {
         set.with_pairs(pairs)?
@@ -415,11 +470,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
         [p, ids.len() - p]
     };
     let (n_train, n_test) = (count(&train_ids), count(&test_ids));
-    if n_train.iter().chain(&n_test).any(|&c| c < 2) || n_train.iter().any(|&c| c < CV_FOLDS) {
-        bail!(
-            "too few items: train {n_train:?}, test {n_test:?} (harmless, harmful); need ≥ {CV_FOLDS} per class in train and ≥ 2 in test"
-        );
-    }
+    check_counts(
+        &train_ids
+            .iter()
+            .map(|&i| data.labels[i])
+            .collect::<Vec<_>>(),
+        &test_ids.iter().map(|&i| data.labels[i]).collect::<Vec<_>>(),
+    )?;
     let boot = Bootstrap {
         resamples: args.bootstrap,
         ..Bootstrap::default()
@@ -563,7 +620,10 @@ fn run_causal(
     let tokens = RefusalTokens::new(&m.tokenizer)?;
     let p = dir.provenance();
     let norm = p.mean_resid_norm;
-    let scale = args.add_scale.unwrap_or(p.raw_norm / norm.max(1e-12));
+    let scales = args
+        .add_scale
+        .clone()
+        .unwrap_or_else(|| vec![p.raw_norm / norm.max(1e-12), 0.25, 0.5, 1.0]);
     let unit = dir.to_f32();
     causal_checks(
         &m.model,
@@ -573,7 +633,7 @@ fn run_causal(
         &unit,
         p.site.layer.unwrap_or(0),
         norm,
-        scale,
+        &scales,
         args.batch,
     )
 }
@@ -701,16 +761,22 @@ fn print_table(r: &Report) {
     }
     if let Some(c) = &r.causal {
         println!(
-            "causal (layer {}): harmful refusal {:.3} -> {:.3} ablated [{}]; harmless {:.3} -> {:.3} with {:.3}·n̄ added [{}]; harmless KL(base‖ablated) {:.4} nats",
+            "causal (layer {}): harmful refusal {:.3} -> {:.3} ablated [{}]; harmless KL(base‖ablated) {:.4} nats",
             c.layer,
             c.harmful_base.mean,
             c.harmful_ablated.mean,
             if c.ablation_lowers_refusal { "lower: ok" } else { "NOT lower" },
-            c.harmless_base.mean,
-            c.harmless_added.mean,
-            c.add_scale,
-            if c.addition_raises_refusal { "higher: ok" } else { "NOT higher" },
             c.harmless_kl_ablation.mean
         );
+        for a in &c.additions {
+            println!(
+                "  harmless refusal {:.3} -> {:.3} with {:.3}·n̄ added along the refusal direction ({:.0}% of prompts raised){}",
+                c.harmless_base.mean,
+                a.harmless_added.mean,
+                a.scale,
+                100.0 * a.frac_raised,
+                if a.harmless_added.mean > c.harmless_base.mean { "" } else { " [NOT higher]" }
+            );
+        }
     }
 }

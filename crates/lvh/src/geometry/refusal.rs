@@ -208,24 +208,32 @@ pub struct CausalReport {
     pub ablation_lowers_refusal: bool,
     /// Refusal score of harmless prompts, unmodified.
     pub harmless_base: MeanSe,
-    /// (b) ... with the refusal direction added at `layer`.
-    pub harmless_added: MeanSe,
-    /// (b) holds: the addition raised the mean refusal of harmless prompts.
+    /// (b) at each scale tried, the first being the main one.
+    pub additions: Vec<Addition>,
+    /// (b) holds at the main (first) scale: the addition raised the mean refusal.
     pub addition_raises_refusal: bool,
-    /// Multiple of the layer's mean residual norm added along −d̂.
-    pub add_scale: f64,
     /// The layer's mean residual norm `n̄_ℓ`.
     pub mean_resid_norm: f64,
     /// (c) mean `KL(base ‖ ablated)` of harmless next-token distributions, nats.
     pub harmless_kl_ablation: MeanSe,
     /// Harmful prompts whose refusal score dropped under ablation (fraction).
     pub frac_harmful_lowered: f64,
-    /// Harmless prompts whose refusal score rose under the addition (fraction).
-    pub frac_harmless_raised: f64,
+}
+
+/// Check (b) at one scale.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Addition {
+    /// Multiple `α` of the layer's mean residual norm added along −d̂.
+    pub scale: f64,
+    /// Refusal score of harmless prompts with the addition.
+    pub harmless_added: MeanSe,
+    /// Harmless prompts whose refusal score rose (fraction).
+    pub frac_raised: f64,
 }
 
 /// Runs checks (a)–(c) of the module docs with the unit direction `unit` (`[d_model]`, oriented
-/// harmful → harmless) read at `resid_post(layer)`.
+/// harmful → harmless) read at `resid_post(layer)`; (b) once per entry of `add_scales`.
 ///
 /// # Errors
 /// Forward-pass errors; empty prompt sets.
@@ -238,28 +246,22 @@ pub fn causal_checks(
     unit: &[f32],
     layer: usize,
     mean_resid_norm: f64,
-    add_scale: f64,
+    add_scales: &[f64],
     batch: usize,
 ) -> Result<CausalReport> {
-    if harmful.is_empty() || harmless.is_empty() {
+    if harmful.is_empty() || harmless.is_empty() || add_scales.is_empty() {
         bail!("causal checks need harmful and harmless prompts");
     }
     let dev = model.device();
     let n_layers = model.config().n_layers;
     let dir = Tensor::from_slice(unit, unit.len(), dev)?;
     let ablate = ablate_everywhere(n_layers, &dir)?;
-    let add = vec![Intervention::add(
-        LayerHook::ResidPost.at(Layer(layer)),
-        dir.clone(),
-        (-add_scale * mean_resid_norm) as f32,
-    )];
     let score_all = |lps: &[Vec<f32>]| lps.iter().map(|l| tokens.score(l)).collect::<Vec<_>>();
     let hf_base = score_all(&next_token_logprobs(model, harmful, &[], batch)?);
     let hf_abl = score_all(&next_token_logprobs(model, harmful, &ablate, batch)?);
     let hl_base_lp = next_token_logprobs(model, harmless, &[], batch)?;
     let hl_abl_lp = next_token_logprobs(model, harmless, &ablate, batch)?;
     let hl_base = score_all(&hl_base_lp);
-    let hl_add = score_all(&next_token_logprobs(model, harmless, &add, batch)?);
     let kls: Vec<f64> = hl_base_lp
         .iter()
         .zip(&hl_abl_lp)
@@ -273,7 +275,22 @@ pub fn causal_checks(
             / a.len() as f64
     };
     let (hb, ha) = (MeanSe::of(&hf_base), MeanSe::of(&hf_abl));
-    let (lb, la) = (MeanSe::of(&hl_base), MeanSe::of(&hl_add));
+    let lb = MeanSe::of(&hl_base);
+    let mut additions = Vec::with_capacity(add_scales.len());
+    for &scale in add_scales {
+        let add = vec![Intervention::add(
+            LayerHook::ResidPost.at(Layer(layer)),
+            dir.clone(),
+            (-scale * mean_resid_norm) as f32,
+        )];
+        let hl_add = score_all(&next_token_logprobs(model, harmless, &add, batch)?);
+        additions.push(Addition {
+            scale,
+            harmless_added: MeanSe::of(&hl_add),
+            frac_raised: frac(&hl_base, &hl_add, false),
+        });
+    }
+    let raises = additions[0].harmless_added.mean > lb.mean;
     Ok(CausalReport {
         layer,
         tokens: tokens.clone(),
@@ -283,12 +300,10 @@ pub fn causal_checks(
         harmful_ablated: ha,
         ablation_lowers_refusal: ha.mean < hb.mean,
         harmless_base: lb,
-        harmless_added: la,
-        addition_raises_refusal: la.mean > lb.mean,
-        add_scale,
+        additions,
+        addition_raises_refusal: raises,
         mean_resid_norm,
         harmless_kl_ablation: MeanSe::of(&kls),
         frac_harmful_lowered: frac(&hf_base, &hf_abl, true),
-        frac_harmless_raised: frac(&hl_base, &hl_add, false),
     })
 }
