@@ -618,3 +618,45 @@ fn huge_context_length_is_refused_before_building_rope_tables() {
     let f = GgufFile::open(&p).unwrap();
     assert_eq!(ModelConfig::from_gguf(&f).unwrap().context_length, 1 << 17);
 }
+
+#[test]
+fn q4_1_and_q5_rows_with_an_odd_number_of_blocks_run() {
+    // Found by the `gguf` fuzz target: candle's Q4_1 / Q5_0 / Q5_1 dot products debug-assert an
+    // even number of 32-element blocks per row, so a model with d_model = 32 in one of these
+    // types panicked in debug builds. Such weights are now handed out as F32; the logits must
+    // equal those of the dequantized model.
+    let s = Scratch::new();
+    for dtype in [
+        candle_core::quantized::GgmlDType::Q4_1,
+        candle_core::quantized::GgmlDType::Q5_0,
+        candle_core::quantized::GgmlDType::Q5_1,
+    ] {
+        let spec = RandomLlama {
+            dtype,
+            untied_output: true,
+            ..tiny()
+        };
+        let (p, _) = tiny_file(&s, &spec);
+        let logits = |mode: WeightMode| -> Vec<f32> {
+            let model = Model::load(&p, mode).unwrap();
+            let out = model
+                .forward(
+                    &Batch::single(vec![1, 2, 3]),
+                    &mut Capture::none(),
+                    &[],
+                    &mut model.new_cache(),
+                )
+                .unwrap();
+            out[0].flatten_all().unwrap().to_vec1().unwrap()
+        };
+        let (q, f) = (logits(WeightMode::Quantized), logits(WeightMode::F32));
+        assert_eq!(q.len(), 8);
+        // The Q8_0 token embedding is still quantized in one mode and not the other.
+        for (a, b) in q.iter().zip(&f) {
+            assert!(
+                (a - b).abs() < 0.05 * (1.0 + b.abs()),
+                "{dtype:?}: {q:?} vs {f:?}"
+            );
+        }
+    }
+}
