@@ -38,6 +38,10 @@ pub struct Args {
     /// Keep per-pair raw scores in this resumable JSONL file.
     #[arg(long)]
     pub scores: Option<PathBuf>,
+    /// Report from the rows already in `--scores` without loading the model (e.g. of a run
+    /// still going or stopped early); `n_pairs` says how many were scored.
+    #[arg(long, requires = "scores")]
+    pub report_only: bool,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -76,6 +80,9 @@ pub fn bootstrap_rng(seed: u64) -> ChaCha8Rng {
 /// Bad constitution, data or model; a resume against a different run; I/O errors.
 pub fn run(args: Args) -> Result<ExitCode> {
     let constitution = Constitution::resolve(&args.constitution)?;
+    if args.report_only {
+        return report_only(&args, &constitution);
+    }
     let (pairs, data) = args.select.load()?;
     let m = args.model.load()?;
     let judge = Judge::new(&m.model, &m.format, &m.tokenizer, &args.model.config())?;
@@ -112,7 +119,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     );
     let secs = started.elapsed().as_secs_f64();
     if args.json {
-        let obj = serde_json::json!({
+        let mut obj = serde_json::json!({
             "constitution": constitution.name,
             "principles": constitution.effective_principles().len(),
             "weights": weights,
@@ -120,19 +127,54 @@ pub fn run(args: Args) -> Result<ExitCode> {
             "seed": args.select.seed,
             "resamples": args.resamples,
             "wall_seconds": secs,
-            "report": &report,
         });
         // The documented top-level keys (p_gen, p_judge, gap, …) come from the report itself.
-        let mut obj = obj;
         if let (Some(o), serde_json::Value::Object(r)) =
             (obj.as_object_mut(), serde_json::to_value(&report)?)
         {
-            o.remove("report");
             o.extend(r);
         }
         println!("{}", serde_json::to_string_pretty(&obj)?);
     } else {
         print!("{}", render_text(&constitution, &report, &m.path, secs));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--report-only`: the statistics of the rows saved so far, no model.
+fn report_only(args: &Args, constitution: &Constitution) -> Result<ExitCode> {
+    let path = args.scores.as_deref().expect("clap requires --scores");
+    let mpath = manifest_path(path);
+    let manifest: crate::run_dir::Manifest = crate::run_dir::read_json(&mpath)?;
+    let saved = manifest.settings["constitutions"][0]["name"].as_str();
+    if saved != Some(constitution.name.as_str()) {
+        anyhow::bail!(
+            "{} was scored under {saved:?}, not `{}`",
+            path.display(),
+            constitution.name
+        );
+    }
+    let (_, rows) = JsonlLog::open::<ScoreRow>(path)?;
+    let weights = constitution.normalized_weights();
+    let report = gap_report(
+        &gap_rows(&rows, &weights),
+        args.resamples,
+        &mut bootstrap_rng(args.select.seed),
+    );
+    let model = manifest.model.map(|m| m.path).unwrap_or_default();
+    if args.json {
+        let mut v = serde_json::to_value(&report)?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("constitution".into(), constitution.name.clone().into());
+            o.insert("model".into(), model.into());
+            o.insert("scores".into(), path.display().to_string().into());
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print!(
+            "{}",
+            render_text(constitution, &report, std::path::Path::new(&model), 0.0)
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
