@@ -57,6 +57,12 @@ def main():
     ap.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
     ap.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1), help="CPU threads")
     ap.add_argument("--ctx", type=int, default=4096, help="context length (tokens)")
+    ap.add_argument(
+        "--kv-type",
+        choices=["f16", "f32"],
+        default="f16",
+        help="K/V cache precision (f16 is llama.cpp's default; f32 removes one source of rounding)",
+    )
     ap.add_argument("--parallel", type=int, default=1, help="server slots (concurrent requests)")
     ap.add_argument("--url-file", help="also write the base URL to this file")
     ap.add_argument("--ready-timeout", type=float, default=120.0, help="seconds to wait for the model")
@@ -77,6 +83,9 @@ def main():
     p.port = port
     p.n_ctx = args.ctx
     p.n_parallel = args.parallel
+    kv = {"f16": xllamacpp.ggml_type.GGML_TYPE_F16, "f32": xllamacpp.ggml_type.GGML_TYPE_F32}[args.kv_type]
+    p.cache_type_k = kv
+    p.cache_type_v = kv
     p.cpuparams.n_threads = args.threads
     p.cpuparams_batch.n_threads = args.threads
     server = xllamacpp.Server(p)  # listens until the object is released

@@ -1,0 +1,306 @@
+//! The remote client against a real llama.cpp server, compared with the local runtime on the same
+//! GGUF. Runs only when `LVH_TEST_ENDPOINT` names a server (otherwise each test says it skipped):
+//!
+//! ```text
+//! MODEL=$(target/release/lvh model fetch smollm2-135m-instruct)
+//! python3 scripts/llamacpp_server.py --model "$MODEL" -- \
+//!     env LVH_TEST_MODEL="$MODEL" cargo test --release -p lvh --test remote_llamacpp -- --nocapture
+//! ```
+//!
+//! `LVH_TEST_MODEL` must be the file the server serves (default: the default model).
+//! Tolerance: llama.cpp multiplies Q4_1 weights by activations rounded to 8 bits (Q8_1) while the
+//! local runtime keeps f32 activations, so log-probabilities differ by a few hundredths of a nat.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use lm_runtime::gguf::GgufFile;
+use lm_runtime::model::{Model, WeightMode};
+use lm_runtime::score::{next_token_logprobs, score_continuation, top_k};
+use lm_runtime::template::{Message, PromptFormat};
+use lm_runtime::tokenizer::Tokenizer;
+use lvh::remote::{Client, Margin, Scoring};
+
+/// Allowed |local − remote| for one log-probability `lp`: `ABS_TOL + REL_TOL·|lp|` nats (the
+/// rounding noise grows in the tail of the distribution).
+const ABS_TOL: f64 = 0.35;
+const REL_TOL: f64 = 0.05;
+/// Largest allowed mean |local − remote| over a test's log-probabilities, in nats.
+const MEAN_TOL: f64 = 0.15;
+/// Smallest allowed Pearson correlation of local and remote log-probabilities: an off-by-one
+/// position or a wrong token drives it far lower.
+const MIN_PEARSON: f64 = 0.99;
+
+/// Checks `(local, remote)` log-probability pairs against the tolerances and prints a summary.
+fn check_agreement(what: &str, pairs: &[(f64, f64)]) {
+    let n = pairs.len() as f64;
+    let mean_abs = pairs.iter().map(|(a, b)| (a - b).abs()).sum::<f64>() / n;
+    let worst = pairs.iter().map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    let (ma, mb) = (
+        pairs.iter().map(|p| p.0).sum::<f64>() / n,
+        pairs.iter().map(|p| p.1).sum::<f64>() / n,
+    );
+    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
+    for (a, b) in pairs {
+        sab += (a - ma) * (b - mb);
+        saa += (a - ma) * (a - ma);
+        sbb += (b - mb) * (b - mb);
+    }
+    let pearson = sab / (saa * sbb).sqrt();
+    eprintln!(
+        "{what}: {} log-probs, mean |local − remote| {mean_abs:.4} nats, worst {worst:.4}, Pearson {pearson:.5}",
+        pairs.len()
+    );
+    for (a, b) in pairs {
+        assert!(
+            (a - b).abs() <= ABS_TOL + REL_TOL * a.abs(),
+            "{what}: local {a} remote {b}"
+        );
+    }
+    assert!(mean_abs < MEAN_TOL, "{what}: mean {mean_abs}");
+    assert!(pearson > MIN_PEARSON, "{what}: Pearson {pearson}");
+}
+
+struct Local {
+    model: Model,
+    tokenizer: Tokenizer,
+    format: PromptFormat,
+}
+
+fn endpoint() -> Option<String> {
+    match std::env::var("LVH_TEST_ENDPOINT") {
+        Ok(e) if !e.is_empty() => Some(e),
+        _ => {
+            eprintln!("skipped: set LVH_TEST_ENDPOINT (see scripts/llamacpp_server.py)");
+            None
+        }
+    }
+}
+
+fn local() -> &'static Local {
+    static LOCAL: OnceLock<Local> = OnceLock::new();
+    LOCAL.get_or_init(|| {
+        let given = std::env::var_os("LVH_TEST_MODEL").map(PathBuf::from);
+        let path = lm_runtime::fetch::resolve_model(given.as_deref()).expect("model file");
+        let mut file = GgufFile::open(&path).expect("gguf");
+        let tokenizer = Tokenizer::from_gguf(file.content()).expect("tokenizer");
+        let format = PromptFormat::from_gguf(file.content()).expect("template");
+        let model = Model::from_gguf(&mut file, WeightMode::Quantized, &candle_core::Device::Cpu)
+            .expect("model");
+        Local {
+            model,
+            tokenizer,
+            format,
+        }
+    })
+}
+
+fn client(url: &str) -> Client {
+    Client::new(url, None, Duration::from_secs(300), 2).expect("endpoint")
+}
+
+/// Local prompt ids as `lvh run` makes them: BOS when the model asks for it.
+fn encode(l: &Local, text: &str) -> Vec<u32> {
+    let mut ids = l.tokenizer.encode(text, false);
+    if let Some(bos) = l.tokenizer.bos_id().filter(|_| l.tokenizer.adds_bos()) {
+        if ids.first() != Some(&bos) {
+            ids.insert(0, bos);
+        }
+    }
+    ids
+}
+
+fn chat(l: &Local, user: &str) -> String {
+    l.format
+        .render(&[Message::user(user)], true)
+        .expect("chat template")
+}
+
+fn prompts(l: &Local) -> Vec<String> {
+    vec![
+        "The capital of France is".to_owned(),
+        "def fibonacci(n):\n    ".to_owned(),
+        chat(l, "What is the boiling point of water at sea level?"),
+        chat(l, "Give me one word that rhymes with cat."),
+    ]
+}
+
+#[test]
+fn tokenization_matches_the_local_tokenizer() {
+    let Some(url) = endpoint() else { return };
+    let (l, c) = (local(), client(&url));
+    for p in prompts(l) {
+        assert_eq!(c.tokenize(&p, true).unwrap(), encode(l, &p), "{p:?}");
+    }
+}
+
+#[test]
+fn next_token_logprobs_match_the_local_runtime() {
+    let Some(url) = endpoint() else { return };
+    let (l, c) = (local(), client(&url));
+    let k = 5;
+    let mut pairs = Vec::new();
+    for p in prompts(l) {
+        let ids = encode(l, &p);
+        let lp = next_token_logprobs(&l.model, &ids, &[]).unwrap();
+        let remote = c.next_token_logprobs(ids.clone(), k).unwrap();
+        assert_eq!(remote.len(), k);
+        eprintln!("prompt {p:?}");
+        for (text, r) in &remote {
+            // The remote token text names one local id (texts are distinct in this vocabulary).
+            let local_id = (0..l.tokenizer.vocab_size() as u32)
+                .find(|&i| l.tokenizer.decode(&[i]) == *text)
+                .unwrap_or_else(|| panic!("no local token spells {text:?}"));
+            let loc = f64::from(lp[local_id as usize]);
+            let d = (loc - f64::from(*r)).abs();
+            eprintln!("  {text:>14?} local {loc:>9.4} remote {r:>9.4} |Δ| {d:.4}");
+            pairs.push((loc, f64::from(*r)));
+        }
+        // The local top-3 are listed remotely too (the server's order may swap near-ties).
+        for (id, _) in top_k(&lp, 3) {
+            let t = l.tokenizer.decode(&[id]);
+            assert!(
+                remote.iter().any(|(r, _)| *r == t),
+                "{t:?} missing remotely"
+            );
+        }
+    }
+    check_agreement("next-token top-5", &pairs);
+}
+
+#[test]
+fn continuation_logprobs_match_the_local_runtime() {
+    let Some(url) = endpoint() else { return };
+    let (l, c) = (local(), client(&url));
+    let cases = [
+        (
+            chat(l, "What is the capital of France?"),
+            "The capital of France is Paris.",
+        ),
+        (
+            chat(
+                l,
+                "How do I pick a lock to break into my neighbour's house?",
+            ),
+            "I can't help with that.",
+        ),
+        ("The quick brown fox".to_owned(), " jumps over the lazy dog"),
+    ];
+    let mut pairs = Vec::new();
+    for (p, y) in &cases {
+        let (x_ids, y_ids) = (encode(l, p), l.tokenizer.encode(y, false));
+        let loc = score_continuation(&l.model, &x_ids, &y_ids, &[]).unwrap();
+        // Text in, tokenised by the server: the same ids, so the same numbers.
+        let rem = c.continuation_logprob(p, y).unwrap();
+        assert_eq!(rem.token_logprobs.len(), y_ids.len());
+        for (a, b) in loc.token_logprobs.iter().zip(&rem.token_logprobs) {
+            pairs.push((*a, *b));
+            eprintln!("    token: local {a:>9.4} remote {b:>9.4}");
+        }
+        let d = (loc.total - rem.total).abs();
+        eprintln!(
+            "continuation {y:?} ({} tokens): local {:.4} remote {:.4} |Δ| {d:.4}",
+            y_ids.len(),
+            loc.total,
+            rem.total
+        );
+    }
+    // llama.cpp does not echo prompts: the client fell back to forced steps.
+    assert_eq!(c.scoring(), Scoring::ForcedSteps);
+    check_agreement("continuation tokens", &pairs);
+}
+
+/// The server against itself, no runtime noise: each forced step's log-probability is the one
+/// the server lists for that token in its plain top-20 at the same position.
+#[test]
+fn forced_steps_agree_with_the_servers_own_top_k() {
+    let Some(url) = endpoint() else { return };
+    let (l, c) = (local(), client(&url).with_scoring(Scoring::ForcedSteps));
+    let x = encode(l, &chat(l, "Name a colour."));
+    let y = l.tokenizer.encode("Blue is a colour of the sky.", false);
+    let forced = c.continuation_logprob_ids(&x, &y).unwrap();
+    let mut checked = 0;
+    for i in 0..y.len() {
+        let ctx: Vec<u32> = x.iter().chain(&y[..i]).copied().collect();
+        let top = c.next_token_logprobs(ctx, 20).unwrap();
+        let text = l.tokenizer.decode(&[y[i]]);
+        if let Some((_, lp)) = top.iter().find(|(t, _)| *t == text) {
+            let d = (f64::from(*lp) - forced.token_logprobs[i]).abs();
+            assert!(
+                d < 1e-4,
+                "step {i} {text:?}: listed {lp} forced {}",
+                forced.token_logprobs[i]
+            );
+            checked += 1;
+        }
+    }
+    eprintln!(
+        "forced steps: {checked} of {} tokens checked against the top-20",
+        y.len()
+    );
+    assert!(
+        checked * 2 >= y.len(),
+        "too few continuation tokens in the top-20"
+    );
+}
+
+#[test]
+fn judge_option_margin_matches_the_local_runtime() {
+    let Some(url) = endpoint() else { return };
+    let (l, c) = (local(), client(&url));
+    let question = "Which response is more harmless?\n\
+        Conversation: How do I make a bomb?\n\
+        (A) I can't help with making weapons.\n\
+        (B) Mix these chemicals in a pipe.\n\
+        Answer with A or B.";
+    let prompt = format!("{}The more harmless response is (", chat(l, question));
+    let ids = encode(l, &prompt);
+    let (a, b) = (
+        l.tokenizer.encode("A", false),
+        l.tokenizer.encode("B", false),
+    );
+    assert_eq!((a.len(), b.len()), (1, 1), "options must be single tokens");
+    let lp = next_token_logprobs(&l.model, &ids, &[]).unwrap();
+    let local_margin = f64::from(lp[a[0] as usize]) - f64::from(lp[b[0] as usize]);
+    let exact = c.option_logprobs_exact(&ids, a[0], b[0]).unwrap();
+    let top = c.option_logprobs(ids.clone(), "A", "B", 20).unwrap();
+    eprintln!(
+        "judge margin log p(A) − log p(B): local {local_margin:.4}, remote exact {:?}, remote top-20 {:?}",
+        exact.margin, top.margin
+    );
+    let Margin::Exact(m) = exact.margin else {
+        panic!("{exact:?}")
+    };
+    // A difference of two log-probabilities: twice the one-value allowance.
+    let allowed = 2.0 * ABS_TOL + REL_TOL * local_margin.abs();
+    assert!(
+        (m - local_margin).abs() < allowed,
+        "local {local_margin} remote {m}"
+    );
+    match top.margin {
+        Margin::Exact(v) => assert!((v - m).abs() < 1e-4, "{v} vs {m}"),
+        Margin::AtLeast(v) => assert!(m >= v - 1e-4),
+        Margin::AtMost(v) => assert!(m <= v + 1e-4),
+        Margin::Unknown => {}
+    }
+}
+
+#[test]
+fn generation_is_seeded_and_stops() {
+    let Some(url) = endpoint() else { return };
+    let (l, c) = (local(), client(&url));
+    let p = chat(l, "Count from one to ten in words.");
+    let g1 = c.generate(p.as_str(), 24, 0.8, 7, &[]).unwrap();
+    let g2 = c.generate(p.as_str(), 24, 0.8, 7, &[]).unwrap();
+    assert!(!g1.text.is_empty());
+    assert_eq!(g1.text, g2.text, "same seed, same text");
+    let stopped = c
+        .generate(p.as_str(), 24, 0.0, 7, &["\n".to_owned()])
+        .unwrap();
+    assert!(!stopped.text.contains('\n'), "{:?}", stopped.text);
+    eprintln!(
+        "generated (seed 7): {:?}; greedy up to a newline: {:?}",
+        g1.text, stopped.text
+    );
+}
