@@ -15,12 +15,19 @@ const MAX_ROPE_ANGLES: u64 = 1 << 25;
 pub enum Architecture {
     /// Llama / SmolLM2 / Mistral: pre-norm blocks, RMSNorm, SwiGLU, interleaved ("normal") RoPE.
     Llama,
+    /// Gemma 3 (llama.cpp `build_gemma3`): embeddings scaled by `sqrt(d_model)`, RMSNorm of
+    /// each query/key head, NeoX RoPE with base `rope_base` on global layers and 10 000 on
+    /// sliding-window layers (every 6th layer, `ℓ % 6 == 5`, is global), post-attention and
+    /// post-MLP norms before the residual adds, GELU(tanh)-gated MLP. The converter stores the
+    /// norm weights as `1 + w`, so the same `x / rms(x) ⊙ w` applies.
+    Gemma3,
 }
 
 impl std::fmt::Display for Architecture {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Architecture::Llama => "llama",
+            Architecture::Gemma3 => "gemma3",
         })
     }
 }
@@ -64,6 +71,38 @@ pub struct ModelConfig {
     pub rope_style: RopeStyle,
     /// Whether the unembedding reuses `token_embd.weight` (no `output.weight` tensor).
     pub tied_embeddings: bool,
+    /// Multiplier of the token embeddings (`sqrt(d_model)` for Gemma, else 1).
+    pub embed_scale: f32,
+    /// Query scale before `q·k` (`1/sqrt(head_dim)`).
+    pub attn_scale: f32,
+    /// Sliding-window length of local layers (`None`: every layer is global).
+    pub sliding_window: Option<usize>,
+    /// RoPE base of sliding-window layers.
+    pub rope_base_local: f32,
+}
+
+/// The gated-MLP activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// `silu(x) = x·σ(x)` (SwiGLU).
+    Silu,
+    /// GELU, tanh approximation (GeGLU), as ggml computes it.
+    GeluTanh,
+}
+
+impl ModelConfig {
+    /// Whether layer `layer` attends within the sliding window only.
+    pub fn is_sliding(&self, layer: usize) -> bool {
+        self.sliding_window.is_some() && layer % 6 < 5
+    }
+
+    /// The activation of the gated MLP.
+    pub fn activation(&self) -> Activation {
+        match self.arch {
+            Architecture::Llama => Activation::Silu,
+            Architecture::Gemma3 => Activation::GeluTanh,
+        }
+    }
 }
 
 impl ModelConfig {
@@ -77,11 +116,12 @@ impl ModelConfig {
         let arch_name = file.str("general.architecture")?;
         let arch = match arch_name {
             "llama" => Architecture::Llama,
+            "gemma3" => Architecture::Gemma3,
             other => {
                 return Err(GgufError::BadValue {
                     key: "general.architecture".into(),
                     value: other.into(),
-                    why: "unsupported architecture (supported: llama)".into(),
+                    why: "unsupported architecture (supported: llama, gemma3)".into(),
                 })
             }
         };
@@ -133,11 +173,12 @@ impl ModelConfig {
                 "must divide attention.head_count",
             ));
         }
-        if head_dim % 2 != 0 || head_dim * n_heads != d_model {
+        let llama_heads = arch == Architecture::Llama && head_dim * n_heads != d_model;
+        if head_dim % 2 != 0 || llama_heads || (head_dim * n_heads) as u64 > MAX_DIM {
             return Err(bad(
                 "attention.head_count",
                 n_heads.to_string(),
-                "head_count × head_dim must equal embedding_length with an even head_dim",
+                "head_count × head_dim must equal embedding_length (llama) with an even head_dim",
             ));
         }
         // The RoPE tables (cos and sin, f32) hold context_length × head_dim / 2 angles each and
@@ -172,6 +213,15 @@ impl ModelConfig {
             ));
         }
         let rope_base = file.opt_f64(&key("rope.freq_base"))?.unwrap_or(10_000.0);
+        let sliding_window = match (arch, file.opt_u64(&key("attention.sliding_window"))?) {
+            (Architecture::Gemma3, Some(w)) if w > 0 => {
+                if w > MAX_DIM {
+                    return Err(bad("attention.sliding_window", w.to_string(), "absurd"));
+                }
+                Some(w as usize)
+            }
+            _ => None,
+        };
         if !(rope_base > 1.0 && rope_base.is_finite()) {
             return Err(bad("rope.freq_base", rope_base.to_string(), "must be > 1"));
         }
@@ -198,8 +248,18 @@ impl ModelConfig {
             context_length,
             rms_eps: rms_eps as f32,
             rope_base: rope_base as f32,
-            rope_style: RopeStyle::Interleaved,
+            rope_style: match arch {
+                Architecture::Llama => RopeStyle::Interleaved,
+                Architecture::Gemma3 => RopeStyle::Neox,
+            },
             tied_embeddings: !file.has_tensor("output.weight"),
+            embed_scale: match arch {
+                Architecture::Llama => 1.0,
+                Architecture::Gemma3 => (d_model as f32).sqrt(),
+            },
+            attn_scale: 1.0 / (head_dim as f32).sqrt(),
+            sliding_window,
+            rope_base_local: 10_000.0,
         })
     }
 }

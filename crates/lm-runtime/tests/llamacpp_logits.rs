@@ -1,15 +1,15 @@
 //! Next-token log-probabilities against the real llama.cpp, from the reference fixtures that
 //! `scripts/llamacpp_reference.py` records (llama.cpp's tokenization and its top-20
 //! log-probabilities after each prompt). Runs when `LVH_TEST_MODEL` names
-//! SmolLM2-135M-Instruct.Q4_1.gguf.
+//! SmolLM2-135M-Instruct.Q4_1.gguf and `LVH_TEST_GEMMA` gemma-3-270m-q4_k_m.gguf.
 //!
 //! Tolerances: llama.cpp rounds activations to 8-bit blocks before its quantized matmuls and
 //! keeps K/V in f16, so neither it nor this runtime is bit-close to exact f32 maths. Measured
 //! on this model, the top-20 log-probabilities of this runtime's quantized path and of its own
 //! f32-weight path correlate at 0.97–0.999 per prompt, the same spread as against llama.cpp,
 //! with differences up to ~0.3 nats. The checks are therefore: the top-1 token agrees whenever
-//! llama.cpp's own top-2 gap exceeds that noise, Pearson > 0.96 on every prompt and > 0.99 on
-//! average. A wrong RoPE, mask or norm drives Pearson towards 0.
+//! llama.cpp's own top-2 gap exceeds that noise, and per-prompt and mean Pearson bounds
+//! per model (SmolLM2: > 0.96 and > 0.99; Gemma 3 with its K-quants: > 0.88 and > 0.98). A wrong RoPE, mask or norm drives Pearson towards 0.
 //!
 //! llama.cpp's server holds back a generated token that is an incomplete UTF-8 sequence and
 //! reports the distribution of a later position; prompts whose most likely next token is
@@ -55,6 +55,7 @@ fn compare(
     model: &Model,
     tok: &Tokenizer,
     reference: &Reference,
+    noise: f64,
 ) -> (f64, f64, Vec<String>, usize) {
     let mut worst = 1.0f64;
     let mut sum = 0.0;
@@ -94,7 +95,7 @@ fn compare(
             p.top_logprobs[0].id
         );
         // A near tie in llama.cpp's own distribution may flip either way.
-        if our_top != p.top_logprobs[0].id && gap > 0.3 {
+        if our_top != p.top_logprobs[0].id && gap > noise {
             mismatches.push(p.name.clone());
         }
         worst = worst.min(r);
@@ -104,8 +105,19 @@ fn compare(
     (worst, sum / n as f64, mismatches, n)
 }
 
+/// Measured agreement bounds for one model (see the module docs).
+struct Tolerance {
+    /// Largest |Δ log-prob| seen between equally valid implementations: a top-1 flip within
+    /// a llama.cpp top-2 gap below this is noise.
+    noise: f64,
+    /// Lowest acceptable per-prompt Pearson.
+    worst: f64,
+    /// Lowest acceptable mean Pearson.
+    mean: f64,
+}
+
 /// Loads `$env_var`'s model and checks it against `fixture` in both weight modes.
-fn check(env_var: &str, fixture: &str, sha256: &str) {
+fn check(env_var: &str, fixture: &str, sha256: &str, tol: &Tolerance) {
     let path = match std::env::var(env_var) {
         Ok(p) if !p.is_empty() => p,
         _ => {
@@ -120,7 +132,7 @@ fn check(env_var: &str, fixture: &str, sha256: &str) {
     let tok = Tokenizer::from_gguf(GgufFile::open(&path).unwrap().content()).unwrap();
     for mode in [WeightMode::Quantized, WeightMode::F32] {
         let model = Model::load(&path, mode).unwrap();
-        let (worst, mean, mismatches, n) = compare(&model, &tok, &reference);
+        let (worst, mean, mismatches, n) = compare(&model, &tok, &reference, tol.noise);
         eprintln!(
             "{mode:?}: {n} prompts, Pearson worst {worst:.6} mean {mean:.6}, top-1 mismatches {mismatches:?}"
         );
@@ -129,8 +141,8 @@ fn check(env_var: &str, fixture: &str, sha256: &str) {
             mismatches.is_empty(),
             "{mode:?}: top-1 differs on {mismatches:?}"
         );
-        assert!(worst > 0.96, "{mode:?}: worst Pearson {worst}");
-        assert!(mean > 0.99, "{mode:?}: mean Pearson {mean}");
+        assert!(worst > tol.worst, "{mode:?}: worst Pearson {worst}");
+        assert!(mean > tol.mean, "{mode:?}: mean Pearson {mean}");
     }
 }
 
@@ -140,5 +152,25 @@ fn smollm2_matches_llama_cpp() {
         "LVH_TEST_MODEL",
         "tokenizer_reference_smollm2.json",
         "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        &Tolerance {
+            noise: 0.3,
+            worst: 0.96,
+            mean: 0.99,
+        },
+    );
+}
+
+#[test]
+fn gemma3_matches_llama_cpp() {
+    check(
+        "LVH_TEST_GEMMA",
+        "tokenizer_reference_gemma3.json",
+        "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        // Q4_K/Q5_0/Q6_K weights: measured |Δ log-prob| up to 0.63, Pearson 0.90–0.999.
+        &Tolerance {
+            noise: 0.65,
+            worst: 0.88,
+            mean: 0.98,
+        },
     );
 }

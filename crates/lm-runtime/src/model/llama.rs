@@ -1,4 +1,5 @@
-//! The llama block stack on candle's quantized matmuls, with hooks at every residual site.
+//! The llama and gemma3 block stacks on candle's quantized matmuls, with hooks at every
+//! residual site.
 //!
 //! Per block (llama.cpp `build_llama`):
 //! ```text
@@ -7,6 +8,9 @@
 //! ```
 //! RMSNorm(x) = x / sqrt(mean(x²) + eps). Attention is causal with grouped-query heads
 //! (query head j reads key/value head j / (n_heads / n_kv_heads)) and scale 1/sqrt(head_dim).
+//! Gemma 3 adds the pieces listed at [`Architecture::Gemma3`](crate::config::Architecture):
+//! per-head q/k norms, norms of the attention and MLP outputs before each residual add,
+//! sliding-window layers with their own RoPE base, scaled embeddings and GELU gating.
 
 use std::path::Path;
 
@@ -14,7 +18,7 @@ use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
 use super::{Batch, KvCache, ModelError};
-use crate::config::{ModelConfig, RopeStyle};
+use crate::config::{Activation, ModelConfig, RopeStyle};
 use crate::gguf::GgufFile;
 use crate::hooks::{Capture, HookPoint, Intervention, Layer, Positions};
 
@@ -39,6 +43,12 @@ struct Block {
     w_gate: QMatMul,
     w_up: QMatMul,
     w_down: QMatMul,
+    /// Gemma 3 only: RMSNorm weights `[head_dim]` of each query / key head.
+    q_norm: Option<Tensor>,
+    k_norm: Option<Tensor>,
+    /// Gemma 3 only: norms of the attention / MLP outputs before the residual adds.
+    post_attn_norm: Option<Tensor>,
+    post_ffn_norm: Option<Tensor>,
 }
 
 /// A loaded transformer.
@@ -51,9 +61,9 @@ pub struct Model {
     final_norm: Tensor,
     /// Unembedding `[vocab, d_model]` (the embedding matrix when tied).
     output: QMatMul,
-    /// RoPE tables `[context, head_dim / 2]`.
-    cos: Tensor,
-    sin: Tensor,
+    /// RoPE tables `[context, head_dim / 2]` of global layers and of sliding-window layers.
+    rope: (Tensor, Tensor),
+    rope_local: (Tensor, Tensor),
     device: Device,
 }
 
@@ -61,9 +71,11 @@ pub struct Model {
 struct Step<'a> {
     lens: &'a [usize],
     t: usize,
-    cos: Tensor,
-    sin: Tensor,
+    /// `(cos, sin)` `[b, t, head_dim / 2]` at each token's position: global, local.
+    rope: (Tensor, Tensor),
+    rope_local: (Tensor, Tensor),
     mask: Option<Tensor>,
+    mask_local: Option<Tensor>,
     interventions: &'a [Intervention],
 }
 
@@ -88,16 +100,18 @@ impl Model {
     ) -> Result<Self, ModelError> {
         let cfg = ModelConfig::from_gguf(file)?;
         let (d, hd, ff) = (cfg.d_model, cfg.head_dim, cfg.d_ff);
-        let kv = cfg.n_kv_heads * hd;
+        let (qd, kv) = (cfg.n_heads * hd, cfg.n_kv_heads * hd);
+        let gemma = cfg.arch == crate::config::Architecture::Gemma3;
         let mm = |q: QTensor| -> Result<QMatMul, ModelError> {
             Ok(match mode {
                 WeightMode::Quantized => QMatMul::from_qtensor(q)?,
                 WeightMode::F32 => QMatMul::Tensor(q.dequantize(device)?),
             })
         };
-        let vec = |file: &mut GgufFile, name: &str| -> Result<Tensor, ModelError> {
-            Ok(file.tensor(name, &[d], device)?.dequantize(device)?)
+        let vec_n = |file: &mut GgufFile, name: &str, n: usize| -> Result<Tensor, ModelError> {
+            Ok(file.tensor(name, &[n], device)?.dequantize(device)?)
         };
+        let vec = |file: &mut GgufFile, name: &str| vec_n(file, name, d);
         let embd_q = file.tensor("token_embd.weight", &[cfg.vocab_size, d], device)?;
         let embed = embd_q.dequantize(device)?;
         let output = if cfg.tied_embeddings {
@@ -113,40 +127,41 @@ impl Model {
             let n = |s: &str| format!("blk.{l}.{s}.weight");
             blocks.push(Block {
                 attn_norm: vec(file, &n("attn_norm"))?,
-                wq: mm(file.tensor(&n("attn_q"), &[d, d], device)?)?,
+                wq: mm(file.tensor(&n("attn_q"), &[qd, d], device)?)?,
                 wk: mm(file.tensor(&n("attn_k"), &[kv, d], device)?)?,
                 wv: mm(file.tensor(&n("attn_v"), &[kv, d], device)?)?,
-                wo: mm(file.tensor(&n("attn_output"), &[d, d], device)?)?,
+                wo: mm(file.tensor(&n("attn_output"), &[d, qd], device)?)?,
                 ffn_norm: vec(file, &n("ffn_norm"))?,
                 w_gate: mm(file.tensor(&n("ffn_gate"), &[ff, d], device)?)?,
                 w_up: mm(file.tensor(&n("ffn_up"), &[ff, d], device)?)?,
                 w_down: mm(file.tensor(&n("ffn_down"), &[d, ff], device)?)?,
+                q_norm: gemma
+                    .then(|| vec_n(file, &n("attn_q_norm"), hd))
+                    .transpose()?,
+                k_norm: gemma
+                    .then(|| vec_n(file, &n("attn_k_norm"), hd))
+                    .transpose()?,
+                post_attn_norm: gemma
+                    .then(|| vec(file, &n("post_attention_norm")))
+                    .transpose()?,
+                post_ffn_norm: gemma.then(|| vec(file, &n("post_ffw_norm"))).transpose()?,
             });
         }
         let final_norm = vec(file, "output_norm.weight")?;
-        // θ_i = base^(-2i/d), angle(p, i) = p·θ_i, computed in f64 then stored as f32.
-        let half = hd / 2;
-        let ctx = cfg.context_length;
-        let mut cos = Vec::with_capacity(ctx * half);
-        let mut sin = Vec::with_capacity(ctx * half);
-        for p in 0..ctx {
-            for i in 0..half {
-                let theta = f64::from(cfg.rope_base).powf(-2.0 * i as f64 / hd as f64);
-                let a = p as f64 * theta;
-                cos.push(a.cos() as f32);
-                sin.push(a.sin() as f32);
-            }
-        }
-        let cos = Tensor::from_vec(cos, (ctx, half), device)?;
-        let sin = Tensor::from_vec(sin, (ctx, half), device)?;
+        let rope = rope_table(cfg.rope_base, hd, cfg.context_length, device)?;
+        let rope_local = if cfg.sliding_window.is_some() {
+            rope_table(cfg.rope_base_local, hd, cfg.context_length, device)?
+        } else {
+            rope.clone()
+        };
         Ok(Self {
             cfg,
             embed,
             blocks,
             final_norm,
             output,
-            cos,
-            sin,
+            rope,
+            rope_local,
             device: device.clone(),
         })
     }
@@ -210,15 +225,28 @@ impl Model {
         if let Some(ix) = capture.positions_if_any() {
             resolve_all(ix, &lens)?;
         }
-        let (positions, mask) = cache.plan(&lens, t, cfg.context_length, &self.device)?;
+        let (positions, mask, mask_local) = cache.plan(
+            &lens,
+            t,
+            cfg.context_length,
+            cfg.sliding_window,
+            &self.device,
+        )?;
         let pos = Tensor::from_vec(positions, b * t, &self.device)?;
         let half = cfg.head_dim / 2;
+        let at = |(c, s): &(Tensor, Tensor)| -> Result<(Tensor, Tensor), ModelError> {
+            Ok((
+                c.index_select(&pos, 0)?.reshape((b, t, half))?,
+                s.index_select(&pos, 0)?.reshape((b, t, half))?,
+            ))
+        };
         let step = Step {
             lens: &lens,
             t,
-            cos: self.cos.index_select(&pos, 0)?.reshape((b, t, half))?,
-            sin: self.sin.index_select(&pos, 0)?.reshape((b, t, half))?,
+            rope: at(&self.rope)?,
+            rope_local: at(&self.rope_local)?,
             mask,
+            mask_local,
             interventions,
         };
 
@@ -227,17 +255,32 @@ impl Model {
             .embed
             .index_select(&ids, 0)?
             .reshape((b, t, cfg.d_model))?;
+        let x = if cfg.embed_scale == 1.0 {
+            x
+        } else {
+            (x * f64::from(cfg.embed_scale))?
+        };
         let mut x = self.hook(HookPoint::Embed, x, &step, capture)?;
         for (l, block) in self.blocks.iter().enumerate() {
             let layer = Layer(l);
             x = self.hook(HookPoint::ResidPre(layer), x, &step, capture)?;
             let n = candle_nn::ops::rms_norm(&x, &block.attn_norm, cfg.rms_eps)?;
-            let attn = self.attention(block, l, &n, &step, cache)?;
+            let mut attn = self.attention(block, l, &n, &step, cache)?;
+            if let Some(w) = &block.post_attn_norm {
+                attn = candle_nn::ops::rms_norm(&attn, w, cfg.rms_eps)?;
+            }
             let attn = self.hook(HookPoint::AttnOut(layer), attn, &step, capture)?;
             x = self.hook(HookPoint::ResidMid(layer), (x + attn)?, &step, capture)?;
             let m = candle_nn::ops::rms_norm(&x, &block.ffn_norm, cfg.rms_eps)?;
-            let gate = block.w_gate.forward(&m)?.silu()?;
-            let mlp = block.w_down.forward(&(gate * block.w_up.forward(&m)?)?)?;
+            let gate = block.w_gate.forward(&m)?;
+            let gate = match cfg.activation() {
+                Activation::Silu => gate.silu()?,
+                Activation::GeluTanh => gate.gelu()?,
+            };
+            let mut mlp = block.w_down.forward(&(gate * block.w_up.forward(&m)?)?)?;
+            if let Some(w) = &block.post_ffn_norm {
+                mlp = candle_nn::ops::rms_norm(&mlp, w, cfg.rms_eps)?;
+            }
             let mlp = self.hook(HookPoint::MlpOut(layer), mlp, &step, capture)?;
             x = self.hook(HookPoint::ResidPost(layer), (x + mlp)?, &step, capture)?;
         }
@@ -281,22 +324,29 @@ impl Model {
         cache: &mut KvCache,
     ) -> Result<Tensor, ModelError> {
         let cfg = &self.cfg;
-        let (b, t, d) = n.dims3()?;
+        let (b, t, _) = n.dims3()?;
         let (h, kvh, hd) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
         let g = h / kvh;
-        // [b, t, h·hd] -> [b, h, t, hd]
-        let q = block
-            .wq
-            .forward(n)?
-            .reshape((b, t, h, hd))?
-            .transpose(1, 2)?
-            .contiguous()?;
-        let k = block
-            .wk
-            .forward(n)?
-            .reshape((b, t, kvh, hd))?
-            .transpose(1, 2)?
-            .contiguous()?;
+        let sliding = cfg.is_sliding(layer);
+        let (cos, sin) = if sliding {
+            &step.rope_local
+        } else {
+            &step.rope
+        };
+        let mask = if sliding {
+            &step.mask_local
+        } else {
+            &step.mask
+        };
+        // [b, t, h·hd] -> [b, t, h, hd] (per-head norm here) -> [b, h, t, hd]
+        let mut q = block.wq.forward(n)?.reshape((b, t, h, hd))?;
+        let mut k = block.wk.forward(n)?.reshape((b, t, kvh, hd))?;
+        if let (Some(qn), Some(kn)) = (&block.q_norm, &block.k_norm) {
+            q = candle_nn::ops::rms_norm(&q.contiguous()?, qn, cfg.rms_eps)?;
+            k = candle_nn::ops::rms_norm(&k.contiguous()?, kn, cfg.rms_eps)?;
+        }
+        let q = q.transpose(1, 2)?.contiguous()?;
+        let k = k.transpose(1, 2)?.contiguous()?;
         let v = block
             .wv
             .forward(n)?
@@ -304,21 +354,21 @@ impl Model {
             .transpose(1, 2)?;
         let (q, k) = match cfg.rope_style {
             RopeStyle::Interleaved => (
-                candle_nn::rotary_emb::rope_i(&q, &step.cos, &step.sin)?,
-                candle_nn::rotary_emb::rope_i(&k, &step.cos, &step.sin)?,
+                candle_nn::rotary_emb::rope_i(&q, cos, sin)?,
+                candle_nn::rotary_emb::rope_i(&k, cos, sin)?,
             ),
             RopeStyle::Neox => (
-                candle_nn::rotary_emb::rope(&q, &step.cos, &step.sin)?,
-                candle_nn::rotary_emb::rope(&k, &step.cos, &step.sin)?,
+                candle_nn::rotary_emb::rope(&q, cos, sin)?,
+                candle_nn::rotary_emb::rope(&k, cos, sin)?,
             ),
         };
         // k, v: [b, kvh, T, hd] with T = cached + t.
         let (k, v) = cache.append(layer, &k, &v)?;
         let total = k.dim(2)?;
         // Group the g query heads that share a kv head: [b, kvh, g·t, hd], no kv copy.
-        let q = (q * (1.0 / (hd as f64).sqrt()))?.reshape((b, kvh, g * t, hd))?;
+        let q = (q * f64::from(cfg.attn_scale))?.reshape((b, kvh, g * t, hd))?;
         let scores = q.matmul(&k.t()?)?; // [b, kvh, g·t, T]
-        let scores = match &step.mask {
+        let scores = match mask {
             None => scores,
             Some(m) => scores
                 .reshape((b, kvh, g, t, total))?
@@ -330,7 +380,7 @@ impl Model {
         let y = y
             .reshape((b, h, t, hd))?
             .transpose(1, 2)?
-            .reshape((b, t, d))?;
+            .reshape((b, t, h * hd))?;
         Ok(block.wo.forward(&y)?)
     }
 
@@ -432,4 +482,30 @@ fn resolve_all(p: &Positions, lens: &[usize]) -> Result<Vec<Vec<usize>>, ModelEr
                 .map_err(|index| ModelError::BadPosition { seq, index, len })
         })
         .collect()
+}
+
+/// RoPE tables `[context, head_dim / 2]`: angle(p, i) = p · base^(−2i/head_dim), in f64.
+fn rope_table(
+    base: f32,
+    hd: usize,
+    ctx: usize,
+    device: &Device,
+) -> Result<(Tensor, Tensor), ModelError> {
+    let half = hd / 2;
+    let mut cos = Vec::with_capacity(ctx * half);
+    let mut sin = Vec::with_capacity(ctx * half);
+    let theta: Vec<f64> = (0..half)
+        .map(|i| f64::from(base).powf(-2.0 * i as f64 / hd as f64))
+        .collect();
+    for p in 0..ctx {
+        for th in &theta {
+            let a = p as f64 * th;
+            cos.push(a.cos() as f32);
+            sin.push(a.sin() as f32);
+        }
+    }
+    Ok((
+        Tensor::from_vec(cos, (ctx, half), device)?,
+        Tensor::from_vec(sin, (ctx, half), device)?,
+    ))
 }

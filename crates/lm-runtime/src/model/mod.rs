@@ -121,8 +121,8 @@ pub struct KvCache {
     /// Used slots (the same for every row; padding slots are masked).
     len: usize,
     capacity: usize,
-    /// `[batch][slot]`: whether the key at that slot is a real token.
-    valid: Vec<Vec<bool>>,
+    /// `[batch][slot]`: RoPE position of the real token at that slot, `None` for padding.
+    valid: Vec<Vec<Option<u32>>>,
     /// Next RoPE position of each row (= its number of real tokens).
     next_pos: Vec<usize>,
 }
@@ -184,7 +184,7 @@ impl KvCache {
     fn map_rows(
         &self,
         f: impl Fn(&Tensor) -> Result<Tensor, ModelError>,
-        valid: Vec<Vec<bool>>,
+        valid: Vec<Vec<Option<u32>>>,
         next_pos: Vec<usize>,
     ) -> Result<Self, ModelError> {
         let layers = self
@@ -244,15 +244,19 @@ impl KvCache {
     }
 
     /// Checks the batch against the cache and returns the RoPE positions `[b, t]` (flattened),
-    /// plus the additive attention mask `[b, 1, 1, t, len + t]` or `None` when nothing needs
-    /// masking (one new token per row and every cached slot real).
+    /// plus the additive attention masks `[b, 1, 1, t, len + t]` for global layers and, when
+    /// `window` is given, for sliding-window layers (a query at position p sees keys at
+    /// p − window < p' ≤ p). A mask is `None` when nothing needs masking (one new token per row,
+    /// every cached slot real and inside the window).
+    #[allow(clippy::type_complexity)]
     fn plan(
         &mut self,
         lens: &[usize],
         t: usize,
         context: usize,
+        window: Option<usize>,
         device: &Device,
-    ) -> Result<(Vec<u32>, Option<Tensor>), ModelError> {
+    ) -> Result<(Vec<u32>, Option<Tensor>, Option<Tensor>), ModelError> {
         let b = lens.len();
         if self.next_pos.is_empty() && self.len == 0 {
             self.next_pos = vec![0; b];
@@ -276,39 +280,53 @@ impl KvCache {
             // Padding slots get a harmless in-range position; they are masked anyway.
             positions.extend((0..t).map(|j| (start + j.min(len.saturating_sub(1))) as u32));
         }
-        let all_valid = self.valid.iter().all(|v| v.iter().all(|&x| x));
+        let all_valid = self.valid.iter().all(|v| v.iter().all(Option::is_some));
         let no_pad = lens.iter().all(|&l| l == t);
-        let mask = if t == 1 && all_valid && no_pad {
-            None
-        } else {
+        let max_pos = self.next_pos.iter().max().copied().unwrap_or(0) + t;
+        let build = |window: Option<usize>| -> Result<Option<Tensor>, ModelError> {
+            let within = window.map_or(true, |w| max_pos <= w);
+            if t == 1 && all_valid && no_pad && within {
+                return Ok(None);
+            }
             let total = self.len + t;
             let mut m = vec![f32::NEG_INFINITY; b * t * total];
             for (i, &len) in lens.iter().enumerate() {
+                let start = self.next_pos[i];
                 for j in 0..t {
+                    let q = (start + j) as u32;
+                    let sees = |k: u32| window.map_or(true, |w| q - k < w as u32);
                     let row = &mut m[(i * t + j) * total..(i * t + j + 1) * total];
-                    for (s, &ok) in self.valid[i].iter().enumerate() {
-                        if ok {
-                            row[s] = 0.0;
+                    for (s, k) in self.valid[i].iter().enumerate() {
+                        if let Some(k) = *k {
+                            if sees(k) {
+                                row[s] = 0.0;
+                            }
                         }
                     }
                     for jj in 0..=j {
                         // Real queries see real new keys up to themselves; a padding query
                         // sees itself too, so its softmax is never over an empty set.
-                        if jj < len || jj == j {
+                        if (jj < len && sees((start + jj) as u32)) || jj == j {
                             row[self.len + jj] = 0.0;
                         }
                     }
                 }
             }
-            Some(Tensor::from_vec(m, (b, 1, 1, t, total), device)?)
+            Ok(Some(Tensor::from_vec(m, (b, 1, 1, t, total), device)?))
         };
-        Ok((positions, mask))
+        let global = build(None)?;
+        let local = match window {
+            Some(w) if w < max_pos => build(Some(w))?,
+            _ => global.clone(),
+        };
+        Ok((positions, global, local))
     }
 
     /// Records the new slots after a successful forward call.
     fn commit(&mut self, lens: &[usize], t: usize) {
         for (i, &len) in lens.iter().enumerate() {
-            self.valid[i].extend((0..t).map(|j| j < len));
+            let start = self.next_pos[i];
+            self.valid[i].extend((0..t).map(|j| (j < len).then_some((start + j) as u32)));
             self.next_pos[i] += len;
         }
         self.len += t;
@@ -326,4 +344,39 @@ pub fn log_softmax(logits: &Tensor) -> candle_core::Result<Tensor> {
     let shifted = logits.broadcast_sub(&max)?;
     let lse = shifted.exp()?.sum_keepdim(candle_core::D::Minus1)?.log()?;
     shifted.broadcast_sub(&lse)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Visible key slots of each query row of a `[1, 1, 1, t, total]` mask.
+    fn visible(mask: &Tensor) -> Vec<Vec<usize>> {
+        let (_, _, _, t, total) = mask.dims5().unwrap();
+        let m: Vec<f32> = mask.flatten_all().unwrap().to_vec1().unwrap();
+        (0..t)
+            .map(|j| (0..total).filter(|&s| m[j * total + s] == 0.0).collect())
+            .collect()
+    }
+
+    #[test]
+    fn sliding_window_mask_keeps_the_last_w_positions() {
+        let dev = Device::Cpu;
+        let mut cache = KvCache::new(1);
+        let (pos, global, local) = cache.plan(&[5], 5, 100, Some(3), &dev).unwrap();
+        assert_eq!(pos, vec![0, 1, 2, 3, 4]);
+        assert_eq!(visible(&global.unwrap())[4], vec![0, 1, 2, 3, 4]);
+        let local = visible(&local.unwrap());
+        assert_eq!(local[4], vec![2, 3, 4]);
+        assert_eq!(local[1], vec![0, 1]);
+        cache.commit(&[5], 5);
+        // A decode step at position 5 with the window: slots 3, 4 and the new one.
+        let (pos, global, local) = cache.plan(&[1], 1, 100, Some(3), &dev).unwrap();
+        assert_eq!(pos, vec![5]);
+        assert!(global.is_none(), "no masking needed globally");
+        assert_eq!(visible(&local.unwrap())[0], vec![3, 4, 5]);
+        // Without a window, both masks agree.
+        let (_, g, l) = cache.plan(&[2], 2, 100, None, &dev).unwrap();
+        assert_eq!(visible(&g.unwrap()), visible(&l.unwrap()));
+    }
 }
