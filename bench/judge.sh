@@ -6,7 +6,8 @@
 # Defaults: 20 pairs of the bundled preference set, constitution helpful-and-harmless, the
 # default model (LVH_MODEL or SmolLM2-135M-Instruct, fetched on first use). Both runs judge the
 # same seeded subsample in both orders under every principle; the scores agree up to float
-# rounding (checked below), only the time differs.
+# rounding (checked below), only the time differs. LVH_WEIGHTS=f32 dequantizes the weights
+# (about 5x faster prefill on SmolLM2); LVH_BIN skips the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-20}"
@@ -16,13 +17,12 @@ lvh="${LVH_BIN:-target/release/lvh}"
 if [[ -z "${LVH_BIN:-}" ]]; then
   cargo build --release -q -p lvh
 fi
-model_args=()
-if [[ -n "${LVH_MODEL:-}" ]]; then model_args=(--model "$LVH_MODEL"); fi
+model_args=(--weights "${LVH_WEIGHTS:-quantized}")
+if [[ -n "${LVH_MODEL:-}" ]]; then model_args+=(--model "$LVH_MODEL"); fi
 pair_args=()
 if [[ -n "$pairs_file" ]]; then pair_args=(--pairs "$pairs_file"); fi
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
-"$lvh" constitution show "$constitution" >/dev/null 2>&1 || true
 
 run() { # $1 = label, rest = extra flags
   local label="$1"; shift
