@@ -17,6 +17,9 @@ pub struct Cli {
 /// Every subcommand. Keep one line per command; the arguments live in the command's module.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The main job: audit every constitution of a library on a model (gap, activated
+    /// direction, T1 prediction, adversarial flag) into one HTML report.
+    Audit(Box<cmd::audit::Args>),
     /// Closed forms, the demo of THEORY §8 and randomized theorem checks.
     #[command(subcommand)]
     Theory(cmd::theory::TheoryCommand),
@@ -52,6 +55,7 @@ impl Command {
     /// Runs the command; `Ok` carries the exit code (non-zero for failed checks).
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self {
+            Command::Audit(a) => cmd::audit::run(*a),
             Command::Theory(c) => c.run(),
             Command::Simulate(a) => cmd::simulate::run(a),
             Command::Constitution(c) => c.run(),
