@@ -362,3 +362,23 @@ fn empty_prompts_and_continuations() {
     assert_eq!((s.token_logprobs.len(), s.total), (0, 0.0));
     assert!(server.requests().is_empty());
 }
+
+#[test]
+fn a_withheld_partial_utf8_token_is_named() {
+    // llama.cpp's answer when the forced token is one byte piece of an emoji.
+    let body =
+        json!({"choices": [{"text": " \u{FFFD}", "logprobs": null, "finish_reason": "length"}]});
+    let plain = json!({"choices": [{"text": "x", "logprobs": null}]});
+    let server =
+        MockServer::scripted(vec![MockResponse::json(&body), MockResponse::json(&plain)]).unwrap();
+    let c = client(server.url(), 0).with_scoring(Scoring::ForcedSteps);
+    let e = c.continuation_logprob_ids(&[1, 2], &[40303]).unwrap_err();
+    assert!(
+        matches!(e, RemoteError::WithheldToken { id: 40303, .. }),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("UTF-8"), "{e}");
+    // Without the replacement character it is a server without log-probs.
+    let e = c.continuation_logprob_ids(&[1, 2], &[7]).unwrap_err();
+    assert!(matches!(e, RemoteError::NoLogprobs { .. }), "{e:?}");
+}

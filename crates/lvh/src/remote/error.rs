@@ -74,6 +74,22 @@ pub enum RemoteError {
         /// What came back instead.
         got: String,
     },
+    /// llama.cpp's server holds back a token that is an incomplete UTF-8 sequence (one byte
+    /// piece of a multi-byte character) and reports no log-probability for it, so forced-step
+    /// scoring cannot score a continuation that splits a character across tokens there.
+    #[error(
+        "the server at {url} withheld the log-probability of token id {id} (an incomplete UTF-8 \
+         piece, text {text:?}); continuations that split a multi-byte character cannot be scored \
+         by forced steps on this server (score them locally, or on a server that supports `echo`)"
+    )]
+    WithheldToken {
+        /// The request URL.
+        url: String,
+        /// The forced token id.
+        id: u32,
+        /// The text the server emitted.
+        text: String,
+    },
     /// A prompt with no tokens: the first continuation token would have no context.
     #[error("empty prompt for the server at {url}: the first token needs a context")]
     EmptyPrompt {

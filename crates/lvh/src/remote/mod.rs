@@ -25,6 +25,10 @@
 //!     new token. (A server that applied the bias before reporting would give ≈ 0 here: vLLM's
 //!     V0 engine did; use `echo` with vLLM.)
 //!
+//!   llama.cpp withholds the log-probability of a token that is an incomplete UTF-8 sequence
+//!   (a byte piece of a multi-byte character such as an emoji), so forced steps fail with
+//!   [`RemoteError::WithheldToken`] on continuations that split a character across tokens.
+//!
 //!   [`Scoring::Auto`] tries `echo` once and falls back to forced steps if the server does not
 //!   echo, remembering the choice.
 //! * **Generation**: `max_tokens, temperature, seed, stop` ([`Client::generate`]).
@@ -432,10 +436,18 @@ impl Client {
             self.add_model(&mut body);
             let (url, v) = self.post("/v1/completions", &body)?;
             let choice = wire::parse_choice(&v, &url)?;
-            let step = choice
-                .logprobs
-                .and_then(|l| l.into_iter().next())
-                .ok_or_else(|| RemoteError::NoLogprobs { url: url.clone() })?;
+            let Some(step) = choice.logprobs.and_then(|l| l.into_iter().next()) else {
+                // llama.cpp emits the text of a held-back partial UTF-8 token lossily (U+FFFD)
+                // but no log-probability for it.
+                if choice.text.contains('\u{FFFD}') {
+                    return Err(RemoteError::WithheldToken {
+                        url,
+                        id: target,
+                        text: choice.text,
+                    });
+                }
+                return Err(RemoteError::NoLogprobs { url });
+            };
             if let Some(id) = step.id {
                 if id != target {
                     return Err(RemoteError::ForcedTokenIgnored {
