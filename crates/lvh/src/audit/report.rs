@@ -72,14 +72,7 @@ pub fn text(r: &AuditResult) -> String {
     let _ = writeln!(
         s,
         "\n{:<24} {:>6} {:>6} {:>18} {:>7} {:>7} {:>9} {:>11}  clear / subtle P_C",
-        "constitution",
-        "P_C",
-        "a_C",
-        "gap [95% CI]",
-        "b_pos",
-        "cos Δ,c",
-        "T1",
-        "adversarial"
+        "constitution", "P_C", "a_C", "gap [95% CI]", "b_pos", "cos Δ,c", "T1", "adversarial"
     );
     for a in ranked(r) {
         let g = &a.gap.overall;
