@@ -333,7 +333,11 @@ fn seeds(dir: &Path, model: Option<&Path>) {
         (
             "tokenizer.ggml.token_type",
             Value::Array(
-                [3, 3].into_iter().chain(std::iter::repeat(1).take(n - 2)).map(Value::I32).collect(),
+                [3, 3]
+                    .into_iter()
+                    .chain(std::iter::repeat_n(1, n - 2))
+                    .map(Value::I32)
+                    .collect(),
             ),
         ),
         (
