@@ -19,6 +19,19 @@ pub fn findings(g: &Geometry, audits: &[ConstitutionAudit], s: &SensitivityRepor
     } else {
         out.push(format!("Principle sensitivity: {}.", s.verdict));
     }
+    let same: Vec<f64> = audits
+        .iter()
+        .map(|a| a.gap.overall.position_bias.same_letter_share)
+        .collect();
+    let same_mean = same.iter().sum::<f64>() / same.len().max(1) as f64;
+    if same_mean > 0.8 {
+        out.push(format!(
+            "The judge's answers follow the answer POSITION, not the responses: the same letter wins \
+             both orders in {:.0}% of pairs on average. Every S_C is the small residual left when the \
+             two orders cancel, so read P_C and the gaps below with that in mind.",
+            100.0 * same_mean
+        ));
+    }
     let best = &g.layers[g.best_layer];
     let a_best = audits
         .iter()
