@@ -19,10 +19,6 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use lm_runtime::gguf::GgufFile;
-use lm_runtime::model::Model;
-use lm_runtime::template::PromptFormat;
-use lm_runtime::tokenizer::Tokenizer;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -57,18 +53,8 @@ pub struct JudgeModelArgs {
     pub max_batch: u64,
 }
 
-/// A loaded model with its tokenizer and prompt format.
-#[derive(Debug)]
-pub struct LoadedJudgeModel {
-    /// The file.
-    pub path: PathBuf,
-    /// The model.
-    pub model: Model,
-    /// Its tokenizer.
-    pub tokenizer: Tokenizer,
-    /// Its chat template (or the plain format).
-    pub format: PromptFormat,
-}
+/// A loaded model with its tokenizer and prompt format (the same loader as `lvh run`).
+pub type LoadedJudgeModel = super::run::Loaded;
 
 impl JudgeModelArgs {
     /// Resolves and loads the model.
@@ -76,22 +62,7 @@ impl JudgeModelArgs {
     /// # Errors
     /// Fetch, read and parse errors naming the file.
     pub fn load(&self) -> Result<LoadedJudgeModel> {
-        let path = lm_runtime::fetch::resolve_model(self.model.as_deref())
-            .context("resolving the model file")?;
-        let mut file =
-            GgufFile::open(&path).with_context(|| format!("reading {}", path.display()))?;
-        let tokenizer = Tokenizer::from_gguf(file.content())
-            .with_context(|| format!("tokenizer of {}", path.display()))?;
-        let format = PromptFormat::from_gguf(file.content())
-            .with_context(|| format!("chat template of {}", path.display()))?;
-        let model = Model::from_gguf(&mut file, self.weights.into(), &candle_core::Device::Cpu)
-            .with_context(|| format!("loading {}", path.display()))?;
-        Ok(LoadedJudgeModel {
-            path,
-            model,
-            tokenizer,
-            format,
-        })
+        crate::geometry::load_model(self.model.clone(), self.weights)
     }
 
     /// The judge settings.

@@ -71,8 +71,9 @@ pub struct PromptArgs {
     pub weights: Weights,
 }
 
-/// A loaded model with its tokenizer.
-pub(crate) struct Loaded {
+/// A loaded model with its tokenizer and prompt format (chat template or the plain format).
+#[derive(Debug)]
+pub struct Loaded {
     pub path: PathBuf,
     pub model: Model,
     pub tokenizer: Tokenizer,
@@ -81,7 +82,7 @@ pub(crate) struct Loaded {
 
 impl PromptArgs {
     /// Resolves and loads the model and its tokenizer.
-    pub(crate) fn load(&self) -> Result<Loaded> {
+    pub fn load(&self) -> Result<Loaded> {
         let path = lm_runtime::fetch::resolve_model(self.model.as_deref())
             .context("resolving the model file")?;
         let mut file =

@@ -20,7 +20,7 @@ use crate::cmd::run::{encode_prompt, Loaded, PromptArgs, Weights};
 ///
 /// # Errors
 /// An unresolvable or unreadable model file.
-pub(crate) fn load_model(model: Option<PathBuf>, weights: Weights) -> Result<Loaded> {
+pub fn load_model(model: Option<PathBuf>, weights: Weights) -> Result<Loaded> {
     PromptArgs {
         model,
         prompt: None,
