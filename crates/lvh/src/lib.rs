@@ -13,5 +13,6 @@ pub mod geometry;
 pub mod judge;
 pub mod plot;
 pub mod remote;
+pub mod rlaif;
 pub mod run_dir;
 pub mod theory_io;
