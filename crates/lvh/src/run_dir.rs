@@ -123,6 +123,8 @@ impl RunDir {
         let dir = Self {
             path: path.to_path_buf(),
         };
+        // Temporary files of a killed run are debris, never results: sweep them.
+        remove_stale_temps(path, None)?;
         let mpath = dir.file("manifest.json");
         if mpath.exists() {
             let old: Manifest = read_json(&mpath)?;
@@ -186,7 +188,92 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
             .with_context(|| format!("syncing {}", tmp.display()))?;
     }
     std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    // Make the rename itself durable (a power cut after the rename must not bring back the old
+    // file while a log row already claims the new one). Not every platform lets a folder be
+    // opened for syncing; there the rename is as durable as the OS makes it.
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    remove_stale_temps(dir, Some(name))?;
+    Ok(())
+}
+
+/// Removes the temporary files `.<name>.<pid>.tmp` that [`write_atomic`] leaves behind when its
+/// process is killed between creating the file and renaming it, for every `name` (or only the
+/// given one). A temporary file whose process is still running (checked through `/proc` on
+/// Linux; elsewhere, any process but this one counts as gone) is left alone. Returns how many
+/// were removed.
+///
+/// # Errors
+/// I/O errors naming the folder or file.
+pub fn remove_stale_temps(dir: &Path, name: Option<&str>) -> Result<usize> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
+        let file_name = entry.file_name();
+        let Some(fname) = file_name.to_str() else {
+            continue;
+        };
+        let Some((stem, pid)) = parse_temp_name(fname) else {
+            continue;
+        };
+        if name.is_some_and(|n| n != stem) || process_alive(pid) {
+            continue;
+        }
+        match std::fs::remove_file(entry.path()) {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(e).with_context(|| format!("removing {}", entry.path().display()))
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// `.<name>.<pid>.tmp` → `(name, pid)`.
+fn parse_temp_name(fname: &str) -> Option<(&str, u32)> {
+    let inner = fname.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let (stem, pid) = inner.rsplit_once('.')?;
+    if stem.is_empty() || pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((stem, pid.parse().ok()?))
+}
+
+fn process_alive(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return true;
+    }
+    if cfg!(target_os = "linux") {
+        Path::new("/proc").join(pid.to_string()).exists()
+    } else {
+        false
+    }
+}
+
+/// Peak resident set size of this process in bytes (`VmHWM` of `/proc/self/status`), where the
+/// platform reports it (Linux); `None` elsewhere.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    parse_vm_hwm(&status)
+}
+
+/// The `VmHWM:` line of a `/proc/<pid>/status` text, in bytes (the kernel writes kB).
+pub fn parse_vm_hwm(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let mut parts = line["VmHWM:".len()..].split_whitespace();
+    let value: u64 = parts.next()?.parse().ok()?;
+    match parts.next() {
+        Some("kB") | None => value.checked_mul(1024),
+        Some(_) => None,
+    }
 }
 
 /// Reads a JSON file, naming it in errors.
@@ -335,6 +422,43 @@ mod tests {
         std::fs::write(&p, "{\"i\":0}\nnot json\n{\"i\":2}\n").unwrap();
         let e = JsonlLog::open::<Row>(&p).unwrap_err().to_string();
         assert!(e.contains("rows.jsonl:2"), "{e}");
+    }
+
+    #[test]
+    fn stale_temporary_files_of_dead_processes_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        // pid 0 is never a user process (and /proc/0 does not exist).
+        std::fs::write(dir.path().join(".acts-00001.safetensors.0.tmp"), b"torn").unwrap();
+        let own = format!(".items.json.{}.tmp", std::process::id());
+        std::fs::write(dir.path().join(&own), b"in flight").unwrap();
+        std::fs::write(dir.path().join(".hidden.tmp"), b"not ours").unwrap();
+        std::fs::write(dir.path().join("x.0.tmp"), b"not ours").unwrap();
+        let m = Manifest::new("extract", serde_json::json!({}));
+        RunDir::open(dir.path(), &m).unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [".hidden.tmp", own.as_str(), "manifest.json", "x.0.tmp"]
+        );
+        // write_atomic sweeps leftovers of the file it writes.
+        std::fs::write(dir.path().join(".a.json.0.tmp"), b"{").unwrap();
+        write_atomic(&dir.path().join("a.json"), b"{}").unwrap();
+        assert!(!dir.path().join(".a.json.0.tmp").exists());
+        assert_eq!(std::fs::read(dir.path().join("a.json")).unwrap(), b"{}");
+    }
+
+    #[test]
+    fn vm_hwm_is_read_in_bytes() {
+        let status = "Name:\tlvh\nVmPeak:\t  200 kB\nVmHWM:\t    1536 kB\nVmRSS:\t 1000 kB\n";
+        assert_eq!(parse_vm_hwm(status), Some(1536 * 1024));
+        assert_eq!(parse_vm_hwm("VmRSS: 1 kB\n"), None);
+        if cfg!(target_os = "linux") {
+            assert!(peak_rss_bytes().unwrap() > 1 << 20);
+        }
     }
 
     #[test]

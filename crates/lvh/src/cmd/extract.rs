@@ -12,10 +12,11 @@ use rand::SeedableRng;
 use crate::cmd::run::Weights;
 use crate::datasets::{balanced_subsample, ContrastArgs, SplitKey, BUNDLED_CONTRAST_JSONL};
 use crate::geometry::extract::{
-    progress_bar, run_shards, ExtractSettings, ItemMeta, Pooling, POSITION_RULE,
+    human_bytes, parse_size, plan_memory, progress_bar, run_shards, ActivationShape,
+    ExtractSettings, ItemMeta, Pooling, POSITION_RULE,
 };
 use crate::geometry::{contrast_prompt, load_model};
-use crate::run_dir::{FileProvenance, Manifest, RunDir};
+use crate::run_dir::{peak_rss_bytes, FileProvenance, Manifest, RunDir};
 
 /// Which side of the hash split to extract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -63,6 +64,11 @@ pub struct Args {
     /// Items per shard (the unit of resume).
     #[arg(long, default_value_t = 64)]
     pub shard_size: usize,
+    /// Budget for activation memory (e.g. `512M`, `2G`; binary units): the batch (and, when
+    /// needed, the shard size) is cut so the estimate for the longest prompt fits. Weights are
+    /// not counted. Peak RSS is reported either way.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_memory: Option<u64>,
     /// Run folder (created, or resumed when it holds the same run).
     #[arg(long)]
     pub out: PathBuf,
@@ -106,11 +112,43 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if hooks.is_empty() {
         bail!("--hooks names no hook");
     }
+    let (batch, shard_size, memory) = match args.max_memory {
+        None => (args.batch, args.shard_size, None),
+        Some(budget) => {
+            let mut max_len = 0;
+            for (i, it) in items.iter().enumerate() {
+                let n = contrast_prompt(&m, &it.text)
+                    .with_context(|| format!("prompt of item {i}"))?
+                    .len();
+                max_len = max_len.max(n);
+            }
+            let shape = ActivationShape::of(&cfg, hooks.len(), args.pooling);
+            let plan = plan_memory(&shape, budget, max_len, args.batch, args.shard_size)?;
+            if plan.batch != args.batch || plan.shard_size != args.shard_size {
+                eprintln!(
+                    "--max-memory {}: batch {} (asked {}), shard size {} (asked {}), about {} \
+                     of activations for the longest prompt ({max_len} tokens)",
+                    human_bytes(budget),
+                    plan.batch,
+                    args.batch,
+                    plan.shard_size,
+                    args.shard_size,
+                    human_bytes(plan.estimate)
+                );
+            }
+            let memory = serde_json::json!({
+                "budget_bytes": budget,
+                "estimate_bytes": plan.estimate,
+                "longest_prompt_tokens": max_len,
+            });
+            (plan.batch, plan.shard_size, Some(memory))
+        }
+    };
     let settings = ExtractSettings {
         hooks: hooks.iter().map(ToString::to_string).collect(),
         pooling: args.pooling,
         position_rule: POSITION_RULE.into(),
-        shard_size: args.shard_size,
+        shard_size,
         n_items: items.len(),
         d_model: cfg.d_model,
         selection,
@@ -145,17 +183,22 @@ pub fn run(args: Args) -> Result<ExitCode> {
         &tokenize,
         &hooks,
         args.pooling,
-        args.batch,
-        args.shard_size,
+        batch,
+        shard_size,
         &pb,
     )?;
     pb.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
+    let peak_rss = peak_rss_bytes();
     let obj = serde_json::json!({
         "out": args.out,
         "items": items.len(),
         "hooks": settings.hooks.len(),
         "pooling": args.pooling.name(),
+        "batch": batch,
+        "shard_size": shard_size,
+        "max_memory": memory,
+        "peak_rss_bytes": peak_rss,
         "shards_computed": summary.computed,
         "shards_skipped": summary.skipped,
         "items_computed": summary.items,
@@ -164,9 +207,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
         "items_per_s": summary.items as f64 / secs.max(1e-9),
         "tokens_per_s": summary.tokens as f64 / secs.max(1e-9),
     });
+    // The statistics of this invocation (not results: a resumed run rewrites it).
+    dir.write_json("summary.json", &obj)?;
+    let rss = peak_rss.map_or_else(|| "unknown".to_owned(), human_bytes);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&obj)?);
     } else {
+        println!("peak RSS {rss}");
         eprintln!(
             "{} items x {} hooks ({}): {} shards computed, {} already done; {:.1} items/s, {:.0} tokens/s -> {}",
             items.len(),

@@ -13,6 +13,8 @@
 //! acts-00000.safetensors   one f32 tensor [items, d_model] per hook (named by the hook), and
 //!                          `index`: i64 [items], the item ids of the rows
 //! shards.jsonl             one fsynced row per finished shard
+//! summary.json             statistics of the last invocation (throughput, batch, peak RSS);
+//!                          not a result: a resumed run rewrites it
 //! ```
 //! A shard (items `k·S .. (k+1)·S`) is the unit of resume: it is written atomically, then logged.
 //! A killed run, rerun with the same arguments, skips the logged shards; a shard whose write
@@ -317,6 +319,295 @@ fn shard_bytes(hooks: &[HookPoint], acts: &[Vec<f32>], ids: &[i64], d: usize) ->
         .map(|(name, b, dt, shape)| Ok((name.clone(), TensorView::new(*dt, shape.clone(), b)?)))
         .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
     Ok(safetensors::serialize(views, &None)?)
+}
+
+/// Parses a memory size: plain bytes (`1048576`) or a number with a binary unit `K`, `M`, `G`,
+/// `T` (1K = 1024 bytes), optionally followed by `B` or `iB` and possibly fractional (`1.5G`).
+///
+/// # Errors
+/// A message naming the text when it is not such a size, is zero, or overflows u64.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let bad = || format!("`{text}` is not a memory size (e.g. 512M, 2G, 1.5G, 1048576)");
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let unit = unit.trim();
+    let unit = unit
+        .strip_suffix("iB")
+        .or_else(|| unit.strip_suffix('B'))
+        .unwrap_or(unit);
+    let mult: u64 = match unit.to_ascii_uppercase().as_str() {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        "T" => 1 << 40,
+        _ => return Err(bad()),
+    };
+    if num.is_empty() || num.matches('.').count() > 1 || num == "." {
+        return Err(bad());
+    }
+    let bytes = if num.contains('.') {
+        let v: f64 = num.parse().map_err(|_| bad())?;
+        let b = (v * mult as f64).floor();
+        if !(b.is_finite() && b < u64::MAX as f64) {
+            return Err(format!("`{text}` is too large"));
+        }
+        b as u64
+    } else {
+        let v: u64 = num.parse().map_err(|_| format!("`{text}` is too large"))?;
+        v.checked_mul(mult)
+            .ok_or_else(|| format!("`{text}` is too large"))?
+    };
+    if bytes == 0 {
+        return Err(format!(
+            "`{text}`: a memory budget must be more than 0 bytes"
+        ));
+    }
+    Ok(bytes)
+}
+
+/// A size in bytes for messages: `1.50 GiB`, `12.0 MiB`, `512 B`.
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if b < 1024 {
+        return format!("{b} B");
+    }
+    let mut v = b as f64 / 1024.0;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{v:.2} {}", UNITS[u])
+}
+
+/// The shapes that size an extraction's activation memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActivationShape {
+    /// Blocks (the KV cache holds every layer).
+    pub n_layers: usize,
+    /// Residual width.
+    pub d_model: usize,
+    /// Query heads.
+    pub n_heads: usize,
+    /// Key/value width per position, `n_kv_heads · head_dim`.
+    pub kv_dim: usize,
+    /// MLP width.
+    pub d_ff: usize,
+    /// Hooks captured.
+    pub n_hooks: usize,
+    /// Pooling (`mean` captures every position, `last` one).
+    pub pooling: Pooling,
+}
+
+impl ActivationShape {
+    /// The shape of `cfg` with `n_hooks` hooks.
+    pub fn of(cfg: &lm_runtime::config::ModelConfig, n_hooks: usize, pooling: Pooling) -> Self {
+        Self {
+            n_layers: cfg.n_layers,
+            d_model: cfg.d_model,
+            n_heads: cfg.n_heads,
+            kv_dim: cfg.n_kv_heads * cfg.head_dim,
+            d_ff: cfg.d_ff,
+            n_hooks,
+            pooling,
+        }
+    }
+
+    /// Estimated peak bytes of one forward pass of `batch` prompts padded to `len` tokens, all
+    /// f32 (4 bytes), whatever the weight storage:
+    ///
+    /// `4·b·T·(6·d + 3·d_ff + 2·H·T + T)` live inside one block (residual, norm, q, attention
+    /// output and projection; gate, up and their product; scores and softmax `[b, H, T, T]`;
+    /// the mask), plus the KV cache `4·2·L·b·T·kv`, plus the captures and their copies
+    /// `4·2·hooks·b·P·d` with `P = T` for mean pooling and `1` for last-token pooling.
+    pub fn forward_bytes(&self, batch: usize, len: usize) -> u128 {
+        let (b, t) = (batch as u128, len as u128);
+        let d = self.d_model as u128;
+        let per_block = 6 * d + 3 * self.d_ff as u128 + 2 * self.n_heads as u128 * t + t;
+        let kv = 2 * self.n_layers as u128 * self.kv_dim as u128;
+        let pooled_positions = match self.pooling {
+            Pooling::Mean => t,
+            Pooling::Last => 1,
+        };
+        let capture = 2 * self.n_hooks as u128 * pooled_positions * d;
+        4 * b * (t * (per_block + kv) + capture)
+    }
+
+    /// Estimated bytes of one shard of `items` held while it is written: the pooled rows,
+    /// their little-endian copy and the serialized file, `4·3·hooks·items·d`.
+    pub fn shard_bytes(&self, items: usize) -> u128 {
+        4 * 3 * self.n_hooks as u128 * items as u128 * self.d_model as u128
+    }
+}
+
+/// Batch and shard size chosen under a memory budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryPlan {
+    /// Prompts per forward pass.
+    pub batch: usize,
+    /// Items per shard.
+    pub shard_size: usize,
+    /// Estimated peak activation bytes with these sizes.
+    pub estimate: u64,
+}
+
+/// Picks the largest batch `≤ max_batch` whose forward pass, plus one shard of `max_shard`
+/// items, fits in `budget` bytes for prompts of up to `max_len` tokens. The shard size (recorded
+/// in the manifest, the unit of resume) is kept when any batch fits beside it; otherwise it is
+/// cut to what fits beside a batch of 1.
+///
+/// # Errors
+/// When even one prompt of `max_len` tokens and a one-item shard exceed the budget, naming
+/// the estimate, the budget and the prompt length.
+pub fn plan_memory(
+    shape: &ActivationShape,
+    budget: u64,
+    max_len: usize,
+    max_batch: usize,
+    max_shard: usize,
+) -> Result<MemoryPlan> {
+    let budget_u = u128::from(budget);
+    let (max_batch, max_shard) = (max_batch.max(1), max_shard.max(1));
+    let one = shape.forward_bytes(1, max_len) + shape.shard_bytes(1);
+    if one > budget_u {
+        bail!(
+            "--max-memory {}: even a batch of 1 does not fit: the longest prompt ({max_len} tokens) \
+             needs about {} of activations",
+            human_bytes(budget),
+            human_bytes(u64::try_from(one).unwrap_or(u64::MAX))
+        );
+    }
+    let fits =
+        |b: usize, s: usize| shape.forward_bytes(b, max_len) + shape.shard_bytes(s) <= budget_u;
+    let (batch, shard_size) = if fits(1, max_shard) {
+        // The estimate grows with the batch: binary search the largest that fits.
+        let (mut lo, mut hi) = (1usize, max_batch);
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            if fits(mid, max_shard) {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        (lo, max_shard)
+    } else {
+        let room = budget_u - shape.forward_bytes(1, max_len);
+        let per_item = shape.shard_bytes(1).max(1);
+        (
+            1,
+            usize::try_from(room / per_item)
+                .unwrap_or(usize::MAX)
+                .clamp(1, max_shard),
+        )
+    };
+    let estimate = shape.forward_bytes(batch, max_len) + shape.shard_bytes(shard_size);
+    Ok(MemoryPlan {
+        batch,
+        shard_size,
+        estimate: u64::try_from(estimate).unwrap_or(u64::MAX),
+    })
+}
+
+#[cfg(test)]
+mod memory_tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_size("2g"), Ok(2 << 30));
+        assert_eq!(parse_size("1.5G"), Ok(3 << 29));
+        assert_eq!(parse_size("64KiB"), Ok(64 << 10));
+        assert_eq!(parse_size("100MB"), Ok(100 << 20));
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size(" 3 M "), Ok(3 << 20));
+        for bad in ["", "M", "2X", "-1G", "1.2.3G", "G2", ".", "0", "0M"] {
+            let e = parse_size(bad).unwrap_err();
+            assert!(e.contains(&format!("`{bad}`")), "{bad}: {e}");
+        }
+        assert!(parse_size("99999999999T")
+            .unwrap_err()
+            .contains("too large"));
+    }
+
+    fn shape() -> ActivationShape {
+        ActivationShape {
+            n_layers: 30,
+            d_model: 576,
+            n_heads: 9,
+            kv_dim: 192,
+            d_ff: 1536,
+            n_hooks: 30,
+            pooling: Pooling::Mean,
+        }
+    }
+
+    #[test]
+    fn forward_estimate_follows_its_formula() {
+        let s = shape();
+        let (b, t) = (3u128, 40u128);
+        let want =
+            4 * b * (t * (6 * 576 + 3 * 1536 + 2 * 9 * t + t + 2 * 30 * 192) + 2 * 30 * t * 576);
+        assert_eq!(s.forward_bytes(3, 40), want);
+        let last = ActivationShape {
+            pooling: Pooling::Last,
+            ..s
+        };
+        assert_eq!(
+            s.forward_bytes(3, 40) - last.forward_bytes(3, 40),
+            4 * b * 2 * 30 * (t - 1) * 576
+        );
+        assert_eq!(s.shard_bytes(64), 4 * 3 * 30 * 64 * 576);
+    }
+
+    #[test]
+    fn the_plan_is_the_largest_batch_within_the_budget() {
+        let s = shape();
+        let budget = 256u64 << 20;
+        let p = plan_memory(&s, budget, 100, 64, 64).unwrap();
+        assert_eq!(p.shard_size, 64);
+        assert!(u128::from(p.estimate) <= u128::from(budget));
+        assert_eq!(
+            u128::from(p.estimate),
+            s.forward_bytes(p.batch, 100) + s.shard_bytes(64)
+        );
+        assert!(p.batch < 64, "256 MiB should not hold 64 prompts: {p:?}");
+        assert!(s.forward_bytes(p.batch + 1, 100) + s.shard_bytes(64) > u128::from(budget));
+        // A roomy budget keeps the requested sizes.
+        assert_eq!(
+            plan_memory(&s, 64 << 30, 100, 8, 64).unwrap(),
+            MemoryPlan {
+                batch: 8,
+                shard_size: 64,
+                estimate: u64::try_from(s.forward_bytes(8, 100) + s.shard_bytes(64)).unwrap(),
+            }
+        );
+        // The budget shrinks with the prompt length: longer prompts, smaller batches.
+        let long = plan_memory(&s, budget, 400, 64, 64).unwrap();
+        assert!(long.batch < p.batch);
+    }
+
+    #[test]
+    fn the_shard_shrinks_when_no_batch_fits_beside_it_and_too_small_budgets_fail() {
+        let s = shape();
+        let one = s.forward_bytes(1, 50);
+        let budget = u64::try_from(one + s.shard_bytes(10)).unwrap();
+        let p = plan_memory(&s, budget, 50, 8, 64).unwrap();
+        assert_eq!((p.batch, p.shard_size), (1, 10));
+        let e = plan_memory(&s, u64::try_from(one).unwrap(), 50, 8, 64)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("even a batch of 1 does not fit") && e.contains("50 tokens"),
+            "{e}"
+        );
+    }
 }
 
 /// A finished (or partly finished) extraction run, read back.
