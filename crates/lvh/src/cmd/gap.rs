@@ -4,6 +4,11 @@
 //!
 //! With `--scores FILE` the per-pair raw scores are kept in a resumable JSONL log (a killed run
 //! continues where it stopped) with `<stem>.manifest.json` beside it.
+//!
+//! With `--endpoint URL` a server computes both the judge's and the generation
+//! log-probabilities (see `lvh judge`); `s_gen` of a response is then scored token by token on
+//! the server (forced steps on llama.cpp, which cannot score a response that splits a
+//! multi-byte character across tokens: such a pair fails with the server's reason).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,13 +18,13 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::judge::{
-    check_manifest, judge_manifest, manifest_path, score_pairs, JudgeModelArgs, PairSelection,
-    ScoreRow,
+    check_manifest, judge_manifest_for, manifest_path, score_pairs, JudgeModelArgs, JudgeSource,
+    PairSelection, ScoreRow,
 };
+use super::run::EndpointArgs;
 use crate::constitution::Constitution;
 use crate::datasets::PairKind;
 use crate::judge::stats::{gap_report, GapReport, GapRow, GapStats, DEFAULT_RESAMPLES};
-use crate::judge::Judge;
 use crate::run_dir::JsonlLog;
 
 /// Arguments of `lvh gap`.
@@ -30,6 +35,8 @@ pub struct Args {
     pub constitution: String,
     #[command(flatten)]
     pub model: JudgeModelArgs,
+    #[command(flatten)]
+    pub endpoint: EndpointArgs,
     #[command(flatten)]
     pub select: PairSelection,
     /// Bootstrap resamples for the intervals.
@@ -84,13 +91,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
         return report_only(&args, &constitution);
     }
     let (pairs, data) = args.select.load()?;
-    let m = args.model.load()?;
-    let judge = Judge::new(&m.model, &m.format, &m.tokenizer, &args.model.config())?;
+    let m = JudgeSource::load(&args.model, &args.endpoint)?;
+    let judge = m.judge(&args.model)?;
     let started = std::time::Instant::now();
     let label = format!("gap {}", constitution.name);
     let rows = match &args.scores {
         Some(path) => {
-            let manifest = judge_manifest(
+            let manifest = judge_manifest_for(
                 "gap",
                 &m,
                 data,
@@ -123,11 +130,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
             "constitution": constitution.name,
             "principles": constitution.effective_principles().len(),
             "weights": weights,
-            "model": m.path,
+            "model": m.path(),
             "seed": args.select.seed,
             "resamples": args.resamples,
             "wall_seconds": secs,
         });
+        if let Some(e) = m.endpoint() {
+            obj["endpoint"] = serde_json::json!(e);
+        }
         // The documented top-level keys (p_gen, p_judge, gap, …) come from the report itself.
         if let (Some(o), serde_json::Value::Object(r)) =
             (obj.as_object_mut(), serde_json::to_value(&report)?)
@@ -136,7 +146,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
         println!("{}", serde_json::to_string_pretty(&obj)?);
     } else {
-        print!("{}", render_text(&constitution, &report, &m.path, secs));
+        print!("{}", render_text(&constitution, &report, m.path(), secs));
     }
     Ok(ExitCode::SUCCESS)
 }

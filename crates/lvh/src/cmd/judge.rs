@@ -10,8 +10,18 @@
 //! `<out>.manifest.json` records model, data, constitution and settings and refuses a resume
 //! with different ones.
 //!
+//! With `--endpoint URL` the log-probabilities come from an OpenAI-compatible server
+//! (llama.cpp, vLLM) instead of the local weights ([`JudgeSource`]). The judge prompt is the
+//! same text either way — `--model`'s chat template around the constitution's judge prompt,
+//! then the answer prefix — tokenized by `--model`'s tokenizer and sent as token ids, so the
+//! server scores exactly the tokens the local runtime would; `log p(A)` and `log p(B)` are each
+//! scored as one-token continuations, exact whatever the server's top-k. The server must serve
+//! the same model: its `/tokenize` is compared with the local tokenizer on a probe first. A
+//! `/v1/completions` client cannot reach the server's own chat template, which is why a local
+//! GGUF (tokenizer and template only, no weights) is always needed.
+//!
 //! This module also holds what `lvh gap` and `lvh sensitivity` share: model and pair
-//! selection arguments and the resumable per-pair scoring loop.
+//! selection arguments, the judge source and the resumable per-pair scoring loop.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,12 +33,13 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::run::Weights;
+use super::run::{EndpointArgs, Prompting, Weights};
 use crate::constitution::Constitution;
 use crate::datasets::{PairKind, PreferenceArgs, PreferencePair, BUNDLED_PREFERENCES_JSONL};
 use crate::judge::prefix::PrefixReuse;
 use crate::judge::stats::{position_bias, s_c, sigmoid};
 use crate::judge::{Judge, JudgeConfig, PairScores, ANSWER_PREFIX};
+use crate::remote::{Client, RemoteBackend};
 use crate::run_dir::{read_json, write_atomic, FileProvenance, JsonlLog, Manifest};
 
 /// The judging model and how it is run.
@@ -77,6 +88,78 @@ impl JudgeModelArgs {
                 }
             },
         }
+    }
+}
+
+/// Where the judge runs: the local weights, or a server with the local GGUF's tokenizer and
+/// chat template rendering the prompts.
+#[derive(Debug)]
+pub enum JudgeSource {
+    /// The local runtime.
+    Local(LoadedJudgeModel),
+    /// A model server.
+    Remote {
+        /// Tokenizer and chat template of the served model.
+        prompting: Prompting,
+        /// The server.
+        client: Client,
+    },
+}
+
+impl JudgeSource {
+    /// Loads the local model, or with `--endpoint` only its tokenizer and template, and checks
+    /// that the server tokenizes a rendered judge prompt as the local tokenizer does.
+    ///
+    /// # Errors
+    /// Fetch, read and parse errors naming the file; `--no-prefix-reuse` with `--endpoint`;
+    /// an unreachable server or one serving another tokenizer.
+    pub fn load(model: &JudgeModelArgs, endpoint: &EndpointArgs) -> Result<Self> {
+        let Some(client) = endpoint.client()? else {
+            return Ok(Self::Local(model.load()?));
+        };
+        if model.no_prefix_reuse {
+            bail!(
+                "--no-prefix-reuse applies to the local model; with --endpoint the server's \
+                 prompt cache decides what is recomputed"
+            );
+        }
+        let prompting = Prompting::load(model.model.as_deref())?;
+        prompting.check_server(&client, &format!("{}A", model.answer_prefix))?;
+        Ok(Self::Remote { prompting, client })
+    }
+
+    /// The GGUF file whose tokenizer and template render the prompts (and, locally, whose
+    /// weights run).
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Local(m) => &m.path,
+            Self::Remote { prompting, .. } => &prompting.path,
+        }
+    }
+
+    /// The server, when remote.
+    pub fn endpoint(&self) -> Option<&str> {
+        match self {
+            Self::Local(_) => None,
+            Self::Remote { client, .. } => Some(client.endpoint()),
+        }
+    }
+
+    /// The judge on this source.
+    ///
+    /// # Errors
+    /// As [`Judge::new`].
+    pub fn judge(&self, args: &JudgeModelArgs) -> Result<Judge<'_>> {
+        let config = args.config();
+        Ok(match self {
+            Self::Local(m) => Judge::new(&m.model, &m.format, &m.tokenizer, &config)?,
+            Self::Remote { prompting, client } => Judge::with_backend(
+                Box::new(RemoteBackend::new(client)),
+                &prompting.format,
+                &prompting.tokenizer,
+                &config.answer_prefix,
+            )?,
+        })
     }
 }
 
@@ -258,7 +341,55 @@ pub fn judge_manifest(
     args: &JudgeModelArgs,
     select: &PairSelection,
 ) -> Result<Manifest> {
-    let settings = serde_json::json!({
+    manifest_of(
+        command,
+        &model.path,
+        None,
+        data,
+        constitutions,
+        args,
+        select,
+    )
+}
+
+/// The manifest of a judging run on `source`; a remote run records the endpoint (and so
+/// refuses to resume a local run's output, and the other way round).
+///
+/// # Errors
+/// Hashing errors naming the file.
+pub fn judge_manifest_for(
+    command: &str,
+    source: &JudgeSource,
+    data: FileProvenance,
+    constitutions: &[Constitution],
+    args: &JudgeModelArgs,
+    select: &PairSelection,
+) -> Result<Manifest> {
+    let endpoint = match source {
+        JudgeSource::Local(_) => None,
+        JudgeSource::Remote { client, .. } => Some(client),
+    };
+    manifest_of(
+        command,
+        source.path(),
+        endpoint,
+        data,
+        constitutions,
+        args,
+        select,
+    )
+}
+
+fn manifest_of(
+    command: &str,
+    model_path: &Path,
+    endpoint: Option<&Client>,
+    data: FileProvenance,
+    constitutions: &[Constitution],
+    args: &JudgeModelArgs,
+    select: &PairSelection,
+) -> Result<Manifest> {
+    let mut settings = serde_json::json!({
         "constitutions": constitutions.iter().map(|c| serde_json::json!({
             "name": c.name,
             "toml": c.to_string(),
@@ -268,9 +399,14 @@ pub fn judge_manifest(
         "weights": format!("{:?}", args.weights),
         "sample": select.sample,
     });
+    if let Some(c) = endpoint {
+        // The weights live on the server; the local file gives the tokenizer and template.
+        settings["weights"] = serde_json::json!("server");
+        settings["endpoint"] = serde_json::json!(c.endpoint());
+    }
     let mut m = Manifest::new(command, settings);
     m.seed = Some(select.seed);
-    m.model = Some(FileProvenance::of(&model.path)?);
+    m.model = Some(FileProvenance::of(model_path)?);
     m.data = vec![data];
     Ok(m)
 }
@@ -283,6 +419,8 @@ pub struct Args {
     pub constitution: String,
     #[command(flatten)]
     pub model: JudgeModelArgs,
+    #[command(flatten)]
+    pub endpoint: EndpointArgs,
     #[command(flatten)]
     pub select: PairSelection,
     /// Output JSONL (resumable; `<stem>.manifest.json` is written beside it).
@@ -342,8 +480,8 @@ impl JudgeRow {
 pub fn run(args: Args) -> Result<ExitCode> {
     let constitution = Constitution::resolve(&args.constitution)?;
     let (pairs, data) = args.select.load()?;
-    let m = args.model.load()?;
-    let manifest = judge_manifest(
+    let m = JudgeSource::load(&args.model, &args.endpoint)?;
+    let manifest = judge_manifest_for(
         "judge",
         &m,
         data,
@@ -352,7 +490,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         &args.select,
     )?;
     check_manifest(&manifest_path(&args.out), &manifest)?;
-    let judge = Judge::new(&m.model, &m.format, &m.tokenizer, &args.model.config())?;
+    let judge = m.judge(&args.model)?;
     let weights = constitution.normalized_weights();
     let (mut log, done) = JsonlLog::open::<JudgeRow>(&args.out)?;
     let done: BTreeMap<usize, JudgeRow> = done.into_iter().map(|r| (r.index, r)).collect();
@@ -380,9 +518,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
     pb.finish_and_clear();
     eprintln!(
-        "judged {new} pairs ({} resumed) under `{}` in {:.1} s -> {}",
+        "judged {new} pairs ({} resumed) under `{}`{} in {:.1} s -> {}",
         done.len(),
         constitution.name,
+        m.endpoint().map(|e| format!(" on {e}")).unwrap_or_default(),
         started.elapsed().as_secs_f64(),
         args.out.display()
     );

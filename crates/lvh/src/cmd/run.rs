@@ -4,6 +4,11 @@
 //! Outputs: `--logits OUT.npy` (f32 `[prompt positions, vocab]`), `--capture HOOKS --out
 //! ACTS.safetensors` (one f32 `[positions, d_model]` tensor per hook, named by its hook name,
 //! for the prompt tokens), and with `--generate N` the continuation (printed, or in `--json`).
+//!
+//! With `--endpoint URL` the continuation comes from an OpenAI-compatible server instead
+//! (`/v1/completions`): the prompt is rendered and tokenized with `--model`'s tokenizer and
+//! chat template (its weights are not loaded) and sent as token ids. Logits and activations
+//! need the weights, so `--endpoint` refuses `--logits` and `--capture`.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -20,6 +25,8 @@ use lm_runtime::model::{Batch, Model, WeightMode};
 use lm_runtime::template::{Message, PromptFormat};
 use lm_runtime::tokenizer::Tokenizer;
 use rand::SeedableRng;
+
+use crate::remote::Client;
 
 /// How weights are held in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -71,6 +78,125 @@ pub struct PromptArgs {
     pub weights: Weights,
 }
 
+/// A model server in place of the local weights, for the behavioural measurements (judge
+/// log-probabilities, continuation scores, generation). Activations always stay local.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EndpointArgs {
+    /// OpenAI-compatible server (`http://host:port`: llama.cpp's `llama-server`, vLLM) that
+    /// computes log-probabilities / generates instead of the local weights. Prompts are still
+    /// rendered with --model's chat template and tokenized by its tokenizer (the weights are
+    /// not loaded) and sent as token ids, so the server must serve that model (checked through
+    /// its /tokenize).
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// Model name sent in requests (vLLM serving several models needs it).
+    #[arg(long, requires = "endpoint")]
+    pub endpoint_model: Option<String>,
+    /// Bearer token for the server (default: the LVH_API_KEY environment variable).
+    #[arg(long, requires = "endpoint")]
+    pub api_key: Option<String>,
+    /// Seconds one request to the server may take.
+    #[arg(long, default_value_t = 300.0)]
+    pub endpoint_timeout: f64,
+    /// Retries of a request after a connection failure or HTTP 5xx/429 (backoff doubling
+    /// from 250 ms).
+    #[arg(long, default_value_t = 2)]
+    pub endpoint_retries: u32,
+}
+
+impl EndpointArgs {
+    /// The client, when `--endpoint` is given.
+    ///
+    /// # Errors
+    /// A malformed endpoint or timeout.
+    pub fn client(&self) -> Result<Option<Client>> {
+        let Some(url) = &self.endpoint else {
+            return Ok(None);
+        };
+        if !(self.endpoint_timeout > 0.0 && self.endpoint_timeout.is_finite()) {
+            bail!(
+                "--endpoint-timeout must be a positive number of seconds, got {}",
+                self.endpoint_timeout
+            );
+        }
+        let key = self
+            .api_key
+            .clone()
+            .or_else(|| std::env::var("LVH_API_KEY").ok());
+        let client = Client::new(
+            url,
+            self.endpoint_model.clone(),
+            std::time::Duration::from_secs_f64(self.endpoint_timeout),
+            self.endpoint_retries,
+        )
+        .context("--endpoint")?
+        .with_api_key(key);
+        Ok(Some(client))
+    }
+}
+
+/// A model's tokenizer and prompt format without its weights: what renders and tokenizes
+/// prompts for a model that runs on a server.
+#[derive(Debug)]
+pub struct Prompting {
+    /// The GGUF file.
+    pub path: PathBuf,
+    /// Its tokenizer.
+    pub tokenizer: Tokenizer,
+    /// Its chat template, or the plain format.
+    pub format: PromptFormat,
+}
+
+impl Prompting {
+    /// Reads the tokenizer and chat template of `model` (default: the default model, fetched
+    /// on first use); the tensors are not read.
+    ///
+    /// # Errors
+    /// Fetch, read and parse errors naming the file.
+    pub fn load(model: Option<&Path>) -> Result<Self> {
+        let path = lm_runtime::fetch::resolve_model(model).context("resolving the model file")?;
+        let file = GgufFile::open(&path).with_context(|| format!("reading {}", path.display()))?;
+        let tokenizer = Tokenizer::from_gguf(file.content())
+            .with_context(|| format!("tokenizer of {}", path.display()))?;
+        let format = PromptFormat::from_gguf(file.content())
+            .with_context(|| format!("chat template of {}", path.display()))?;
+        Ok(Self {
+            path,
+            tokenizer,
+            format,
+        })
+    }
+
+    /// Checks that `client`'s server tokenizes a chat-rendered probe followed by `suffix` as
+    /// this tokenizer does (token-id prompts mean the same text there); warns when the server
+    /// has no `/tokenize` to ask.
+    ///
+    /// # Errors
+    /// A server that tokenizes differently (naming both id lists), transport errors.
+    pub fn check_server(&self, client: &Client, suffix: &str) -> Result<()> {
+        let body = "Which response is better?\n\n(A) Yes, gladly.\n\n(B) No, thanks.";
+        let mut probe = self
+            .format
+            .render(&[Message::user(body)], true)
+            .context("rendering the chat template")?;
+        probe.push_str(suffix);
+        let check = crate::remote::check_tokenizer(
+            client,
+            &self.path.display().to_string(),
+            &[probe],
+            |t| crate::judge::prompt::encode(&self.tokenizer, t),
+        )?;
+        if let crate::remote::TokenizerCheck::Unavailable(why) = check {
+            eprintln!(
+                "warning: {} has no /tokenize ({why}); cannot check that it serves the model of {}",
+                client.endpoint(),
+                self.path.display()
+            );
+        }
+        Ok(())
+    }
+}
+
 /// A loaded model with its tokenizer and prompt format (chat template or the plain format).
 #[derive(Debug)]
 pub struct Loaded {
@@ -103,6 +229,15 @@ impl PromptArgs {
 
     /// The prompt as token ids.
     pub(crate) fn tokens(&self, m: &Loaded) -> Result<Vec<u32>> {
+        self.tokens_with(&m.tokenizer, &m.format)
+    }
+
+    /// The prompt as token ids, by `tokenizer` and `format`.
+    pub(crate) fn tokens_with(
+        &self,
+        tokenizer: &Tokenizer,
+        format: &PromptFormat,
+    ) -> Result<Vec<u32>> {
         if let Some(t) = &self.tokens {
             if self.chat {
                 bail!("--chat needs a text prompt (--prompt or --prompt-file), not --tokens");
@@ -115,22 +250,32 @@ impl PromptArgs {
                 .with_context(|| format!("reading prompt file {}", f.display()))?,
             (None, None) => bail!("give a prompt: --prompt, --prompt-file or --tokens"),
         };
-        encode_prompt(m, &text, self.chat)
+        encode_prompt_with(tokenizer, format, &text, self.chat)
     }
 }
 
 /// Tokenizes `text`, rendered as a user turn with the generation prompt when `chat`. BOS is
 /// added when the model asks for it, unless the rendered text already starts with it.
 pub(crate) fn encode_prompt(m: &Loaded, text: &str, chat: bool) -> Result<Vec<u32>> {
+    encode_prompt_with(&m.tokenizer, &m.format, text, chat)
+}
+
+/// [`encode_prompt`] by a tokenizer and prompt format.
+pub(crate) fn encode_prompt_with(
+    tokenizer: &Tokenizer,
+    format: &PromptFormat,
+    text: &str,
+    chat: bool,
+) -> Result<Vec<u32>> {
     let text = if chat {
-        m.format
+        format
             .render(&[Message::user(text)], true)
             .context("rendering the chat template")?
     } else {
         text.to_owned()
     };
-    let mut ids = m.tokenizer.encode(&text, false);
-    if let Some(bos) = m.tokenizer.bos_id().filter(|_| m.tokenizer.adds_bos()) {
+    let mut ids = tokenizer.encode(&text, false);
+    if let Some(bos) = tokenizer.bos_id().filter(|_| tokenizer.adds_bos()) {
         if ids.first() != Some(&bos) {
             ids.insert(0, bos);
         }
@@ -180,6 +325,8 @@ pub struct Args {
     /// Print a JSON object (token ids, generated text, output paths).
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub endpoint: EndpointArgs,
 }
 
 /// Runs `lvh run`.
@@ -194,6 +341,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
         if !(p > 0.0 && p <= 1.0) {
             bail!("--top-p must be in (0, 1], got {p}");
         }
+    }
+    if let Some(client) = args.endpoint.client()? {
+        return run_remote(&args, &client);
     }
     let m = args.input.load()?;
     let cfg = m.model.config().clone();
@@ -295,6 +445,67 @@ pub fn run(args: Args) -> Result<ExitCode> {
         if let Some(p) = &args.out {
             eprintln!("activations ({} hooks): {}", hooks.len(), p.display());
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `lvh run --endpoint`: generation on the server; the prompt's ids come from the local
+/// tokenizer. The server reports text, not token ids, so `generated_tokens` is `null`.
+fn run_remote(args: &Args, client: &Client) -> Result<ExitCode> {
+    let refuse = |flag: &str, why: &str| {
+        anyhow::anyhow!("{flag} cannot be used with --endpoint: {why}; drop --endpoint to run the model locally")
+    };
+    if args.logits.is_some() {
+        return Err(refuse("--logits", "the full logits need the local weights"));
+    }
+    if args.capture.is_some() || args.out.is_some() {
+        return Err(refuse(
+            "--capture",
+            "activations are measured on the local weights only",
+        ));
+    }
+    if args.top_k.is_some() || args.top_p.is_some() {
+        return Err(refuse(
+            "--top-k/--top-p",
+            "the remote generation samples by temperature and seed only",
+        ));
+    }
+    if args.generate == 0 {
+        bail!("with --endpoint, lvh run only generates: give --generate N");
+    }
+    let p = Prompting::load(args.input.model.as_deref())?;
+    p.check_server(client, "")?;
+    let tokens = args.input.tokens_with(&p.tokenizer, &p.format)?;
+    let g = client
+        .generate(
+            tokens.clone(),
+            args.generate,
+            f64::from(args.temperature),
+            args.seed,
+            &args.stop,
+        )
+        .context("generating on the server")?;
+    let reason = match g.finish_reason.as_deref() {
+        Some("length") => "max_tokens".to_owned(),
+        Some(r) => format!("server:{r}"),
+        None => "server:unknown".to_owned(),
+    };
+    if args.json {
+        let obj = serde_json::json!({
+            "model": p.path,
+            "endpoint": client.endpoint(),
+            "tokens": tokens,
+            "generated_tokens": serde_json::Value::Null,
+            "generated_text": g.text,
+            "stop_reason": reason,
+            "seed": args.seed,
+            "logits": serde_json::Value::Null,
+            "activations": serde_json::Value::Null,
+            "hooks": Vec::<String>::new(),
+        });
+        println!("{}", serde_json::to_string_pretty(&obj)?);
+    } else {
+        println!("{}", g.text);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -8,11 +8,11 @@ use std::process::ExitCode;
 use anyhow::{bail, Result};
 
 use super::gap::bootstrap_rng;
-use super::judge::{score_pairs, JudgeModelArgs, PairSelection};
+use super::judge::{score_pairs, JudgeModelArgs, JudgeSource, PairSelection};
+use super::run::EndpointArgs;
 use crate::constitution::Constitution;
 use crate::judge::sensitivity::{sensitivity_report, ConstitutionScores, SensitivityReport};
 use crate::judge::stats::{s_c, DEFAULT_RESAMPLES};
-use crate::judge::Judge;
 
 /// Arguments of `lvh sensitivity`.
 #[derive(Debug, clap::Args)]
@@ -22,6 +22,8 @@ pub struct Args {
     pub constitutions: Vec<String>,
     #[command(flatten)]
     pub model: JudgeModelArgs,
+    #[command(flatten)]
+    pub endpoint: EndpointArgs,
     #[command(flatten)]
     pub select: PairSelection,
     /// Bootstrap resamples for the intervals.
@@ -46,8 +48,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
         .map(|c| Constitution::resolve(c))
         .collect::<Result<Vec<_>, _>>()?;
     let (pairs, _) = args.select.load()?;
-    let m = args.model.load()?;
-    let judge = Judge::new(&m.model, &m.format, &m.tokenizer, &args.model.config())?;
+    let m = JudgeSource::load(&args.model, &args.endpoint)?;
+    let judge = m.judge(&args.model)?;
     let started = std::time::Instant::now();
     let mut tables = Vec::new();
     for c in &cs {
@@ -75,7 +77,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
         let mut v = serde_json::to_value(&report)?;
         if let Some(o) = v.as_object_mut() {
             o.insert("wall_seconds".into(), secs.into());
-            o.insert("model".into(), m.path.display().to_string().into());
+            o.insert("model".into(), m.path().display().to_string().into());
+            if let Some(e) = m.endpoint() {
+                o.insert("endpoint".into(), e.into());
+            }
         }
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -83,7 +88,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         println!(
             "({} pairs, {secs:.1} s, model {})",
             report.n_pairs,
-            m.path.display()
+            m.path().display()
         );
     }
     Ok(ExitCode::SUCCESS)

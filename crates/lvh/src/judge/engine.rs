@@ -1,7 +1,7 @@
 //! The judge and the generation preference on a loaded model.
 
 use lm_runtime::model::Model;
-use lm_runtime::score::score_continuations;
+use lm_runtime::score::{score_continuations, ContinuationScore};
 use lm_runtime::template::PromptFormat;
 use lm_runtime::tokenizer::Tokenizer;
 use serde::{Deserialize, Serialize};
@@ -53,14 +53,67 @@ impl PairScores {
     }
 }
 
+/// Where the judge's log-probabilities come from: the local runtime ([`LocalBackend`]) or a
+/// model server (`crate::remote::RemoteBackend`). Both take token ids, so a judge prompt is the
+/// same tokens whichever backend computes it.
+pub trait LogprobBackend: std::fmt::Debug {
+    /// For each sequence `s`, `log p(t | s)` for each `t` in `ids` (next token after the whole
+    /// of `s`); rows in input order.
+    ///
+    /// # Errors
+    /// An empty sequence; the backend's failures.
+    fn next_token_logprobs_at(
+        &self,
+        seqs: &[Vec<u32>],
+        ids: &[u32],
+    ) -> Result<Vec<Vec<f64>>, JudgeError>;
+
+    /// `log π(c | prompt) = Σ_i log π(c_i | prompt, c_<i)` for each continuation `c`, per token.
+    ///
+    /// # Errors
+    /// An empty prompt; the backend's failures.
+    fn score_continuations(
+        &self,
+        prompt: &[u32],
+        continuations: &[Vec<u32>],
+    ) -> Result<Vec<ContinuationScore>, JudgeError>;
+}
+
+/// A loaded model: next-token log-probabilities through the prefix-sharing trie walk of
+/// [`super::prefix`], continuations with the prompt's KV cache shared.
+#[derive(Debug)]
+pub struct LocalBackend<'a> {
+    /// The model.
+    pub model: &'a Model,
+    /// Shared-prefix reuse through the KV cache.
+    pub reuse: PrefixReuse,
+}
+
+impl LogprobBackend for LocalBackend<'_> {
+    fn next_token_logprobs_at(
+        &self,
+        seqs: &[Vec<u32>],
+        ids: &[u32],
+    ) -> Result<Vec<Vec<f64>>, JudgeError> {
+        Ok(next_token_logprobs_at(self.model, seqs, ids, self.reuse)?)
+    }
+
+    fn score_continuations(
+        &self,
+        prompt: &[u32],
+        continuations: &[Vec<u32>],
+    ) -> Result<Vec<ContinuationScore>, JudgeError> {
+        Ok(score_continuations(self.model, prompt, continuations, &[])?)
+    }
+}
+
 /// The model as judge.
 #[derive(Debug)]
 pub struct Judge<'a> {
-    model: &'a Model,
+    backend: Box<dyn LogprobBackend + 'a>,
     format: &'a PromptFormat,
     tokenizer: &'a Tokenizer,
     prompter: JudgePrompter<'a>,
-    reuse: PrefixReuse,
 }
 
 impl<'a> Judge<'a> {
@@ -74,12 +127,34 @@ impl<'a> Judge<'a> {
         tokenizer: &'a Tokenizer,
         config: &JudgeConfig,
     ) -> Result<Self, JudgeError> {
-        Ok(Self {
-            model,
+        Self::with_backend(
+            Box::new(LocalBackend {
+                model,
+                reuse: config.reuse,
+            }),
             format,
             tokenizer,
-            prompter: JudgePrompter::new(format, tokenizer, &config.answer_prefix)?,
-            reuse: config.reuse,
+            &config.answer_prefix,
+        )
+    }
+
+    /// A judge whose log-probabilities come from `backend`; prompts are rendered with `format`
+    /// and tokenized with `tokenizer` (those of the model the backend runs), followed by
+    /// `answer_prefix`. Prefix reuse is the backend's business.
+    ///
+    /// # Errors
+    /// As [`JudgePrompter::new`].
+    pub fn with_backend(
+        backend: Box<dyn LogprobBackend + 'a>,
+        format: &'a PromptFormat,
+        tokenizer: &'a Tokenizer,
+        answer_prefix: &str,
+    ) -> Result<Self, JudgeError> {
+        Ok(Self {
+            backend,
+            format,
+            tokenizer,
+            prompter: JudgePrompter::new(format, tokenizer, answer_prefix)?,
         })
     }
 
@@ -110,8 +185,9 @@ impl<'a> Judge<'a> {
                 );
             }
         }
-        let lp =
-            next_token_logprobs_at(self.model, &seqs, &self.prompter.option_ids(), self.reuse)?;
+        let lp = self
+            .backend
+            .next_token_logprobs_at(&seqs, &self.prompter.option_ids())?;
         let score = |r: &Vec<f64>| r[0] - r[1];
         Ok(PairScores {
             ab: lp.iter().step_by(2).map(score).collect(),
@@ -144,7 +220,7 @@ impl<'a> Judge<'a> {
             .iter()
             .map(|r| self.tokenizer.encode(r.trim(), false))
             .collect();
-        let s = score_continuations(self.model, &ids, &conts, &[])?;
+        let s = self.backend.score_continuations(&ids, &conts)?;
         Ok([s[0].mean(), s[1].mean()])
     }
 }

@@ -33,6 +33,9 @@ pub enum JudgeError {
     /// The model failed.
     #[error(transparent)]
     Model(#[from] lm_runtime::model::ModelError),
+    /// The model server failed.
+    #[error(transparent)]
+    Remote(#[from] crate::remote::RemoteError),
     /// The chat template failed to render.
     #[error(transparent)]
     Template(#[from] lm_runtime::template::TemplateError),

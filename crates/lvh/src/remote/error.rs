@@ -90,6 +90,24 @@ pub enum RemoteError {
         /// The text the server emitted.
         text: String,
     },
+    /// The server tokenizes a probe text differently from the local tokenizer, so token-id
+    /// prompts would mean other text there: it serves another model (or another tokenizer).
+    #[error(
+        "the server at {url} tokenizes differently from the local model {local_model}: {text:?} \
+         is {local:?} locally but {remote:?} there; pass --model the GGUF file the server serves"
+    )]
+    TokenizerMismatch {
+        /// The request URL.
+        url: String,
+        /// The local model file that renders and tokenizes prompts.
+        local_model: String,
+        /// The probe text.
+        text: String,
+        /// The local token ids (at most the first 32).
+        local: Vec<u32>,
+        /// The server's token ids (at most the first 32).
+        remote: Vec<u32>,
+    },
     /// A prompt with no tokens: the first continuation token would have no context.
     #[error("empty prompt for the server at {url}: the first token needs a context")]
     EmptyPrompt {

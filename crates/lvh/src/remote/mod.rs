@@ -62,6 +62,7 @@
 //! SmolLM2-135M Q4_1 the two differ by ≈ 0.08–0.10 nats on average, up to ≈ 0.6 nats for
 //! unlikely tokens), and checks forced-step scores against the server's own top-k exactly.
 
+pub mod backend;
 pub mod error;
 pub mod mock;
 pub mod options;
@@ -73,6 +74,7 @@ use std::time::Duration;
 use lm_runtime::score::ContinuationScore;
 use serde_json::{json, Value};
 
+pub use backend::{check_tokenizer, RemoteBackend, TokenizerCheck};
 pub use error::RemoteError;
 pub use options::{Margin, OptionComparison, OptionLogprob};
 pub use wire::TokenLogprob;
@@ -164,6 +166,17 @@ pub struct Client {
     retries: u32,
     backoff: Duration,
     scoring: Mutex<Scoring>,
+    api_key: Option<Secret>,
+}
+
+/// An API key, kept out of `Debug` output.
+#[derive(Clone)]
+struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
 }
 
 impl Client {
@@ -194,12 +207,20 @@ impl Client {
             retries,
             backoff: Duration::from_millis(250),
             scoring: Mutex::new(Scoring::Auto),
+            api_key: None,
         })
     }
 
     /// The same client with another first backoff (tests use a short one).
     pub fn with_backoff(mut self, backoff: Duration) -> Self {
         self.backoff = backoff;
+        self
+    }
+
+    /// The same client sending `Authorization: Bearer {key}` with every request (servers
+    /// started with an API key: `llama-server --api-key`, `vllm serve --api-key`).
+    pub fn with_api_key(mut self, key: Option<String>) -> Self {
+        self.api_key = key.filter(|k| !k.is_empty()).map(Secret);
         self
     }
 
@@ -520,7 +541,11 @@ impl Client {
         loop {
             attempt += 1;
             let retry_left = attempt <= self.retries;
-            let result = self.agent.post(&url).send_json(body);
+            let mut request = self.agent.post(&url);
+            if let Some(Secret(key)) = &self.api_key {
+                request = request.header("Authorization", format!("Bearer {key}"));
+            }
+            let result = request.send_json(body);
             let mut resp = match result {
                 Ok(r) => r,
                 Err(e) => match self.transport_error(&url, attempt, e) {

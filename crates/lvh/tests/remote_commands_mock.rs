@@ -1,0 +1,541 @@
+//! `lvh judge`, `lvh gap`, `lvh score` and `lvh run --generate` with `--endpoint` against an
+//! in-process mock of llama.cpp's server with planted log-probabilities. The prompts are
+//! rendered and tokenized locally with a tiny byte-level vocabulary (ids 0–255 are the bytes,
+//! 256/257 the ChatML control tokens), so the mock reads each prompt back as text and answers:
+//!
+//! * judge prompts (ending in the answer prefix): the response containing `ZQGOOD` is
+//!   preferred, `log p(preferred) = −0.7`, `log p(other) = −2.5`, and (A) gets `+0.5` (a
+//!   position bias), so `score(GOOD as A) = 2.3`, `score(GOOD as B) = −1.3`, `S_C = ±1.8` and
+//!   `b_pos = 0.5` exactly;
+//! * every other forced token `t`: `log p(t) = −0.25` for a lowercase ASCII letter, else `−1.0`.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use candle_core::quantized::gguf_file::{self, Content, Value};
+use candle_core::Device;
+use lm_runtime::model::random::RandomLlama;
+use lvh::judge::ANSWER_PREFIX;
+use lvh::remote::mock::{MockResponse, MockServer, Recorded};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde_json::{json, Value as Json};
+
+const CHATML: &str = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+const SPECIALS: [&str; 2] = ["<|im_start|>", "<|im_end|>"];
+
+/// GPT-2 byte encoder: printable bytes map to themselves.
+fn byte_char(b: u8) -> char {
+    let printable = |b: u8| (b'!'..=b'~').contains(&b) || (0xA1..=0xAC).contains(&b) || b >= 0xAE;
+    if printable(b) {
+        b as char
+    } else {
+        char::from_u32(256 + (0..b).filter(|&x| !printable(x)).count() as u32).unwrap()
+    }
+}
+
+fn strs(v: &[String]) -> Value {
+    Value::Array(v.iter().map(|s| Value::String(s.clone())).collect())
+}
+
+fn vocab_metadata() -> Vec<(String, Value)> {
+    let mut tokens: Vec<String> = (0..=255u8).map(|b| byte_char(b).to_string()).collect();
+    tokens.extend(SPECIALS.iter().map(|s| (*s).to_owned()));
+    let mut types = vec![Value::I32(1); 256];
+    types.extend([Value::I32(3), Value::I32(3)]);
+    vec![
+        ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
+        ("tokenizer.ggml.pre".into(), Value::String("smollm".into())),
+        ("tokenizer.ggml.tokens".into(), strs(&tokens)),
+        ("tokenizer.ggml.token_type".into(), Value::Array(types)),
+        ("tokenizer.ggml.merges".into(), strs(&[])),
+        ("tokenizer.ggml.add_bos_token".into(), Value::Bool(false)),
+        ("tokenizer.ggml.eos_token_id".into(), Value::U32(257)),
+        (
+            "tokenizer.chat_template".into(),
+            Value::String(CHATML.into()),
+        ),
+    ]
+}
+
+/// A random llama with the 258-token vocabulary as a complete GGUF (so the same file also runs
+/// locally).
+fn write_tiny(path: &Path) {
+    let raw = path.with_extension("raw.gguf");
+    let spec = RandomLlama {
+        vocab: 258,
+        context: 2048,
+        ..RandomLlama::default()
+    };
+    spec.write(&raw, &mut ChaCha8Rng::seed_from_u64(5)).unwrap();
+    let mut f = std::fs::File::open(&raw).unwrap();
+    let content = Content::read(&mut f).unwrap();
+    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
+    names.sort();
+    let tensors: Vec<(String, _)> = names
+        .iter()
+        .map(|n| {
+            (
+                (*n).clone(),
+                content.tensor(&mut f, n, &Device::Cpu).unwrap(),
+            )
+        })
+        .collect();
+    let mut meta: HashMap<String, Value> = content.metadata.clone();
+    meta.extend(vocab_metadata());
+    let meta_refs: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let t_refs: Vec<(&str, &_)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let mut out = std::fs::File::create(path).unwrap();
+    gguf_file::write(&mut out, &meta_refs, &t_refs).unwrap();
+}
+
+/// The byte vocabulary's tokenization (control tokens parsed), as the mock's `/tokenize`.
+fn tokenize(text: &str) -> Vec<u32> {
+    let mut ids = Vec::new();
+    let mut rest = text;
+    'outer: while !rest.is_empty() {
+        for (k, s) in SPECIALS.iter().enumerate() {
+            if let Some(r) = rest.strip_prefix(s) {
+                ids.push(256 + k as u32);
+                rest = r;
+                continue 'outer;
+            }
+        }
+        let c = rest.chars().next().unwrap();
+        let mut buf = [0u8; 4];
+        ids.extend(c.encode_utf8(&mut buf).bytes().map(u32::from));
+        rest = &rest[c.len_utf8()..];
+    }
+    ids
+}
+
+fn detokenize(ids: &[u32]) -> String {
+    let mut bytes = Vec::new();
+    for &i in ids {
+        match i {
+            0..=255 => bytes.push(i as u8),
+            _ => bytes.extend(SPECIALS[(i - 256) as usize].bytes()),
+        }
+    }
+    String::from_utf8(bytes).unwrap()
+}
+
+/// The planted generation log-probability of a forced token.
+fn gen_lp(t: u32) -> f64 {
+    if (u32::from(b'a')..=u32::from(b'z')).contains(&t) {
+        -0.25
+    } else {
+        -1.0
+    }
+}
+
+/// The planted judge log-probabilities `(log p(A), log p(B))` of a judge prompt.
+fn judge_lps(text: &str) -> (f64, f64) {
+    let (good, bad) = (text.find("ZQGOOD").unwrap(), text.find("ZQBAD").unwrap());
+    let (pa, pb) = if good < bad {
+        (-0.7, -2.5)
+    } else {
+        (-2.5, -0.7)
+    };
+    (pa + 0.5, pb)
+}
+
+fn step(id: u32, lp: f64) -> MockResponse {
+    let token = detokenize(&[id]);
+    MockResponse::json(
+        &json!({"choices": [{"text": token, "index": 0, "finish_reason": "length",
+        "logprobs": {"content": [{"id": id, "token": token, "logprob": lp,
+            "top_logprobs": [{"id": id, "token": token, "logprob": lp}]}]}}]}),
+    )
+}
+
+/// llama.cpp as the planted model: `/tokenize` by the byte vocabulary (`skew` adds one to every
+/// id: another tokenizer), forced steps answered with planted log-probabilities, `echo`
+/// ignored, plain generation answering `generated text`.
+fn planted(skew: u32) -> impl FnMut(&Recorded) -> MockResponse + Send + 'static {
+    move |r: &Recorded| match r.path.as_str() {
+        "/tokenize" => {
+            let text = r.body["content"].as_str().unwrap_or_default();
+            let ids: Vec<u32> = tokenize(text).into_iter().map(|i| i + skew).collect();
+            MockResponse::json(&json!({ "tokens": ids }))
+        }
+        "/v1/completions" => {
+            let ids: Vec<u32> = r.body["prompt"]
+                .as_array()
+                .expect("token-id prompts")
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect();
+            let forced = r.body["logit_bias"]
+                .as_object()
+                .and_then(|m| m.keys().next().map(|k| k.parse::<u32>().unwrap()));
+            let Some(t) = forced else {
+                if r.body["max_tokens"] == json!(1) {
+                    return step(0, -3.0); // the echo probe: answered without echo
+                }
+                return MockResponse::json(&json!({"choices": [{"text": "generated text",
+                    "index": 0, "finish_reason": "stop"}]}));
+            };
+            let text = detokenize(&ids);
+            let lp = if text.ends_with(ANSWER_PREFIX) {
+                let (pa, pb) = judge_lps(&text);
+                match t {
+                    65 => pa,
+                    66 => pb,
+                    _ => panic!("judge prompt forced to {t}"),
+                }
+            } else {
+                gen_lp(t)
+            };
+            step(t, lp)
+        }
+        other => MockResponse::status(404, &format!("{{\"error\":\"no {other}\"}}")),
+    }
+}
+
+fn lvh(args: &[String]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lvh"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn args(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "lvh failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    model: String,
+    pairs: String,
+    /// `(chosen, rejected)` as in the file.
+    rows: Vec<(String, String)>,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny.gguf");
+    write_tiny(&model);
+    let rows: Vec<(String, String)> = vec![
+        ("ZQGOOD sure, here it is.".into(), "ZQBAD NO WAY.".into()),
+        ("ZQBAD go away".into(), "ZQGOOD Happy to help!".into()),
+        ("ZQGOOD A B C".into(), "ZQBAD lower case words".into()),
+        ("ZQBAD x".into(), "ZQGOOD Yes.".into()),
+    ];
+    let mut text = String::new();
+    for (i, (c, r)) in rows.iter().enumerate() {
+        text.push_str(
+            &json!({"prompt": format!("Question {i}?"), "chosen": c, "rejected": r}).to_string(),
+        );
+        text.push('\n');
+    }
+    let pairs = dir.path().join("pairs.jsonl");
+    std::fs::write(&pairs, text).unwrap();
+    Setup {
+        model: model.display().to_string(),
+        pairs: pairs.display().to_string(),
+        dir,
+        rows,
+    }
+}
+
+fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// `s_gen` of a response under the planted model: the mean planted log-prob of its bytes.
+fn planted_s_gen(response: &str) -> f64 {
+    let ids = tokenize(response.trim());
+    ids.iter().map(|&t| gen_lp(t)).sum::<f64>() / ids.len() as f64
+}
+
+#[test]
+fn judge_through_the_endpoint_gives_the_planted_labels() {
+    let s = setup();
+    let server = MockServer::start(planted(0)).unwrap();
+    let out = s.dir.path().join("labels.jsonl");
+    let o = lvh(&args(&[
+        "judge",
+        "--constitution",
+        "honesty",
+        "--model",
+        &s.model,
+        "--endpoint",
+        server.url(),
+        "--pairs",
+        &s.pairs,
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    ok(&o);
+    let rows: Vec<Json> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 4);
+    for (i, (r, (c, rej))) in rows.iter().zip(&s.rows).enumerate() {
+        let first_good = c.contains("ZQGOOD");
+        let want = if first_good { 1.8 } else { -1.8 };
+        let score = r["score"].as_f64().unwrap();
+        assert!((score - want).abs() < 1e-9, "pair {i}: S_C {score}");
+        assert!((r["position_bias"].as_f64().unwrap() - 0.5).abs() < 1e-9);
+        assert!((r["p_first"].as_f64().unwrap() - sigmoid(want)).abs() < 1e-12);
+        let good = if first_good { c } else { rej };
+        assert_eq!(r["chosen"].as_str().unwrap(), good, "pair {i}");
+        let (ab, ba) = if first_good { (2.3, -1.3) } else { (-1.3, 2.3) };
+        for v in r["principle_scores"]["ab"].as_array().unwrap() {
+            assert!((v.as_f64().unwrap() - ab).abs() < 1e-9);
+        }
+        for v in r["principle_scores"]["ba"].as_array().unwrap() {
+            assert!((v.as_f64().unwrap() - ba).abs() < 1e-9);
+        }
+    }
+    // Every judge request was exact token ids, forced to A (65) or B (66) after the prefix.
+    let reqs = server.requests();
+    let forced: Vec<&Recorded> = reqs
+        .iter()
+        .filter(|r| r.body["logit_bias"].is_object())
+        .collect();
+    let principles = rows[0]["principle_scores"]["ab"].as_array().unwrap().len();
+    assert_eq!(forced.len(), 4 * principles * 2 * 2);
+    let manifest: Json = serde_json::from_str(
+        &std::fs::read_to_string(s.dir.path().join("labels.manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["settings"]["endpoint"], json!(server.url()));
+    // The same output resumed locally is refused: the manifests differ.
+    let o = lvh(&args(&[
+        "judge",
+        "--constitution",
+        "honesty",
+        "--model",
+        &s.model,
+        "--pairs",
+        &s.pairs,
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("different run"));
+}
+
+#[test]
+fn gap_through_the_endpoint_has_the_local_keys_and_planted_scores() {
+    let s = setup();
+    let server = MockServer::start(planted(0)).unwrap();
+    let scores = s.dir.path().join("scores.jsonl");
+    let common = |extra: &[&str]| {
+        let mut a = args(&[
+            "gap",
+            "--constitution",
+            "honesty",
+            "--model",
+            &s.model,
+            "--pairs",
+            &s.pairs,
+            "--resamples",
+            "50",
+            "--json",
+        ]);
+        a.extend(args(extra));
+        a
+    };
+    let remote: Json = serde_json::from_str(&ok(&lvh(&common(&[
+        "--endpoint",
+        server.url(),
+        "--scores",
+        scores.to_str().unwrap(),
+    ]))))
+    .unwrap();
+    let rows: Vec<Json> = std::fs::read_to_string(&scores)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut wins_gen = 0.0;
+    for (r, (c, rej)) in rows.iter().zip(&s.rows) {
+        let want = [planted_s_gen(c), planted_s_gen(rej)];
+        for k in 0..2 {
+            let got = r["gen"][k].as_f64().unwrap();
+            assert!((got - want[k]).abs() < 1e-12, "{got} vs {want:?}");
+        }
+        wins_gen += match want[0].partial_cmp(&want[1]).unwrap() {
+            std::cmp::Ordering::Greater => 1.0,
+            std::cmp::Ordering::Less => 0.0,
+            std::cmp::Ordering::Equal => 0.5,
+        };
+    }
+    let p_gen = remote["p_gen"].as_f64().unwrap();
+    assert!((p_gen - wins_gen / 4.0).abs() < 1e-12, "P_gen {p_gen}");
+    // The judge prefers ZQGOOD, which is the file's chosen in pairs 0 and 2.
+    assert!((remote["p_judge"].as_f64().unwrap() - 0.5).abs() < 1e-12);
+    assert_eq!(remote["endpoint"], json!(server.url()));
+    // The local run of the same file (random weights) reports the same keys, plus none.
+    let local: Json = serde_json::from_str(&ok(&lvh(&common(&[])))).unwrap();
+    let keys = |v: &Json| {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.retain(|k| k != "endpoint");
+        k.sort();
+        k
+    };
+    assert_eq!(keys(&remote), keys(&local));
+}
+
+#[test]
+fn score_and_generate_through_the_endpoint() {
+    let s = setup();
+    let server = MockServer::start(planted(0)).unwrap();
+    let out: Json = serde_json::from_str(&ok(&lvh(&args(&[
+        "score",
+        "--model",
+        &s.model,
+        "--endpoint",
+        server.url(),
+        "--prompt",
+        "Say hi.",
+        "--chat",
+        "--continuation",
+        "Hi there!",
+        "--json",
+    ]))))
+    .unwrap();
+    let sc = &out["scores"][0];
+    let want: Vec<f64> = tokenize("Hi there!").into_iter().map(gen_lp).collect();
+    assert_eq!(sc["tokens"], json!(tokenize("Hi there!")));
+    let got: Vec<f64> = sc["token_logprobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(got, want);
+    assert!((sc["total"].as_f64().unwrap() - want.iter().sum::<f64>()).abs() < 1e-12);
+    assert_eq!(
+        out["prompt_tokens"],
+        json!(tokenize(
+            "<|im_start|>user\nSay hi.<|im_end|>\n<|im_start|>assistant\n"
+        ))
+    );
+    let g: Json = serde_json::from_str(&ok(&lvh(&args(&[
+        "run",
+        "--model",
+        &s.model,
+        "--endpoint",
+        server.url(),
+        "--prompt",
+        "Say hi.",
+        "--chat",
+        "--generate",
+        "8",
+        "--seed",
+        "3",
+        "--json",
+    ]))))
+    .unwrap();
+    assert_eq!(g["generated_text"], json!("generated text"));
+    assert_eq!(g["stop_reason"], json!("server:stop"));
+    let sent = server
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|r| r.path == "/v1/completions")
+        .unwrap();
+    assert_eq!(sent.body["max_tokens"], json!(8));
+    assert_eq!(sent.body["seed"], json!(3));
+    assert_eq!(sent.body["prompt"], g["tokens"]);
+}
+
+#[test]
+fn a_server_with_another_tokenizer_is_refused() {
+    let s = setup();
+    let server = MockServer::start(planted(1)).unwrap();
+    let o = lvh(&args(&[
+        "judge",
+        "--constitution",
+        "honesty",
+        "--model",
+        &s.model,
+        "--endpoint",
+        server.url(),
+        "--pairs",
+        &s.pairs,
+        "--out",
+        s.dir.path().join("x.jsonl").to_str().unwrap(),
+    ]));
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("tokenizes differently"), "{err}");
+    assert!(err.contains("tiny.gguf"), "{err}");
+    // No judging request was made.
+    assert!(server.requests().iter().all(|r| r.path == "/tokenize"));
+}
+
+#[test]
+fn activation_measurements_refuse_the_endpoint() {
+    let s = setup();
+    let o = lvh(&args(&[
+        "run",
+        "--model",
+        &s.model,
+        "--endpoint",
+        "http://127.0.0.1:9",
+        "--prompt",
+        "Hi",
+        "--capture",
+        "blocks.0.hook_resid_post",
+        "--out",
+        s.dir.path().join("a.safetensors").to_str().unwrap(),
+    ]));
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--capture cannot be used with --endpoint"),
+        "{err}"
+    );
+    let o = lvh(&args(&[
+        "run",
+        "--model",
+        &s.model,
+        "--endpoint",
+        "http://127.0.0.1:9",
+        "--prompt",
+        "Hi",
+        "--logits",
+        s.dir.path().join("l.npy").to_str().unwrap(),
+    ]));
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--logits cannot be used with --endpoint"));
+    // Commands that are built on activations have no --endpoint at all.
+    for cmd in ["extract", "steer", "audit"] {
+        let o = lvh(&args(&[cmd, "--endpoint", "http://127.0.0.1:9"]));
+        assert!(!o.status.success(), "{cmd}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("--endpoint"), "{cmd}: {err}");
+    }
+    // A local-only flag with --endpoint is an error, not silently ignored.
+    let o = lvh(&args(&[
+        "judge",
+        "--constitution",
+        "honesty",
+        "--model",
+        &s.model,
+        "--endpoint",
+        "http://127.0.0.1:9",
+        "--no-prefix-reuse",
+        "--out",
+        s.dir.path().join("y.jsonl").to_str().unwrap(),
+    ]));
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--no-prefix-reuse"));
+}
