@@ -147,3 +147,23 @@ fn safetensors_round_trip_is_bit_exact() {
         );
     }
 }
+
+#[test]
+fn reads_a_cvector_generator_export() {
+    // Written by llama.cpp's own gguf writer as `cvector-generator` calls it
+    // (scripts/make_cvector_generator_fixture.py): `controlvector.layer_count` is an i32 there,
+    // every layer 1..n_layers−1 is present, and 24-byte tensors are padded to 32.
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/cvector_generator_controlvector.gguf");
+    let cv = ControlVector::read(&path).unwrap();
+    assert_eq!(cv.model_hint, "llama");
+    let expected: BTreeMap<usize, Vec<f32>> = (1..4usize)
+        .map(|l| (l, (0..6).map(|j| (l * 10 + j) as f32 / 4.0 - 3.0).collect()))
+        .collect();
+    assert_eq!(cv.layers, expected);
+    // Written back by lvh, it reads the same (lvh writes the count as u32, as repeng does).
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("again.gguf");
+    cv.write(&p).unwrap();
+    assert_eq!(ControlVector::read(&p).unwrap(), cv);
+}
