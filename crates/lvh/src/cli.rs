@@ -52,6 +52,8 @@ pub enum Command {
     Model(cmd::model::ModelCommand),
     /// Token ids and pieces of a prompt, as the model tokenizes it.
     Tokenize(cmd::tokenize::Args),
+    /// One HTML (or JSON) report of saved run folders; refuses runs that disagree.
+    Report(cmd::report::Args),
 }
 
 impl Command {
@@ -73,6 +75,7 @@ impl Command {
             Command::Rlaif(a) => cmd::rlaif::run(*a),
             Command::Model(c) => c.run(),
             Command::Tokenize(a) => cmd::tokenize::run(a),
+            Command::Report(a) => cmd::report::run(a),
         }
     }
 }

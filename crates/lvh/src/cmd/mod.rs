@@ -7,6 +7,7 @@ pub mod extract;
 pub mod gap;
 pub mod judge;
 pub mod model;
+pub mod report;
 pub mod rlaif;
 pub mod run;
 pub mod score;
