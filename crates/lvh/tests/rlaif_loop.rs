@@ -306,6 +306,7 @@ fn sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run_byte_for_b
     let a = args(&s, &killed, &[]);
     let mut rng = ChaCha8Rng::seed_from_u64(2024);
     let mut kills = 0;
+    let mut partial = 0;
     let mut kill_points = Vec::new();
     for _ in 0..12 {
         let mut child = Command::new(env!("CARGO_BIN_EXE_lvh"))
@@ -324,11 +325,29 @@ fn sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run_byte_for_b
         child.kill().unwrap(); // SIGKILL on Unix
         child.wait().unwrap();
         kills += 1;
+        // What the kill left: finished checkpoint rows and files, no result yet.
+        let state = files(&killed);
+        let rows: usize = state
+            .iter()
+            .filter(|(k, _)| k.ends_with(".jsonl"))
+            .map(|(_, v)| v.iter().filter(|&&b| b == b'\n').count())
+            .sum();
+        eprintln!(
+            "kill {kills} at {at:?}: {rows} checkpoint rows, files {:?}",
+            state.keys().collect::<Vec<_>>()
+        );
+        if rows > 0 && !state.contains_key("result.json") {
+            partial += 1;
+        }
         kill_points.push(at);
         if kills == 5 {
             break;
         }
     }
+    assert!(
+        partial >= 1,
+        "no kill interrupted a run midway ({kills} kills at {kill_points:?})"
+    );
     assert!(kills >= 3, "only {kills} kills landed (run took {wall:?})");
     let last = lvh(&a);
     assert!(
