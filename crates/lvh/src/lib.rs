@@ -4,6 +4,7 @@
 //! [`cmd`]; [`cli`] only lists them. Maths lives in `rlaif-sim` and `value-directions`, the
 //! transformer runtime in `lm-runtime`.
 
+pub mod analyze;
 pub mod audit;
 pub mod cli;
 pub mod cmd;

@@ -238,7 +238,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
 
 /// Pooled `resid_post` activations (every layer, last token) of the judge prompts of `c`'s
 /// first principle for the given pairs, order (chosen as A): `out[ℓ]` is `[n, d]` row-major.
-fn judge_prompt_acts(
+pub fn judge_prompt_acts(
     m: &crate::cmd::judge::LoadedJudgeModel,
     judge: &Judge<'_>,
     c: &Constitution,
@@ -270,7 +270,12 @@ fn judge_prompt_acts(
 
 /// `Δ_C,ℓ = mean_i[h_ℓ(C) − h_ℓ(neutral)]`, its norm, cosine with `c_ℓ` and share in the value
 /// subspace, per layer.
-fn activated_shift(g: &Geometry, acts: &[Vec<f32>], base: &[Vec<f32>], d: usize) -> ActivatedShift {
+pub fn activated_shift(
+    g: &Geometry,
+    acts: &[Vec<f32>],
+    base: &[Vec<f32>],
+    d: usize,
+) -> ActivatedShift {
     let mut out = ActivatedShift {
         norm: vec![],
         cos_value: vec![],

@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 
 use candle_core::Tensor;
-use lm_runtime::hooks::{Capture, Positions};
+use lm_runtime::hooks::{Capture, Intervention, Positions};
 use lm_runtime::model::{log_softmax, Batch, KvCache, Model, ModelError};
 
 /// Whether shared prefixes are computed once.
@@ -46,6 +46,22 @@ pub fn next_token_logprobs_at(
     ids: &[u32],
     reuse: PrefixReuse,
 ) -> Result<Vec<Vec<f64>>, ModelError> {
+    next_token_logprobs_under(model, seqs, ids, reuse, &[])
+}
+
+/// [`next_token_logprobs_at`] with `interventions` applied at every position of every forward
+/// call (shared prefixes included, so a cached prefix is the one the intervened model computes),
+/// e.g. a direction ablated at every layer while judging.
+///
+/// # Errors
+/// As [`next_token_logprobs_at`]; [`ModelError::BadHook`] for an intervention the model lacks.
+pub fn next_token_logprobs_under(
+    model: &Model,
+    seqs: &[Vec<u32>],
+    ids: &[u32],
+    reuse: PrefixReuse,
+    interventions: &[Intervention],
+) -> Result<Vec<Vec<f64>>, ModelError> {
     let mut out: Vec<Option<Vec<f64>>> = vec![None; seqs.len()];
     if seqs.iter().any(Vec::is_empty) {
         return Err(ModelError::EmptyBatch);
@@ -57,7 +73,7 @@ pub fn next_token_logprobs_at(
                 let logits = model.forward(
                     &Batch::single(s.clone()),
                     &mut Capture::none(),
-                    &[],
+                    interventions,
                     &mut cache,
                 )?;
                 out[i] = Some(pick(&logits[0], ids)?);
@@ -73,6 +89,7 @@ pub fn next_token_logprobs_at(
                 model,
                 ids,
                 max_batch: max_batch.max(1),
+                interventions,
             };
             walk.node(None, None, items, &mut out)?;
         }
@@ -87,6 +104,7 @@ struct Walk<'a> {
     model: &'a Model,
     ids: &'a [u32],
     max_batch: usize,
+    interventions: &'a [Intervention],
 }
 
 impl Walk<'_> {
@@ -113,9 +131,12 @@ impl Walk<'_> {
                 None => self.model.new_cache(),
             };
             let prefix = items[0].1[..lcp].to_vec();
-            let logits =
-                self.model
-                    .forward(&Batch::single(prefix), &mut Capture::none(), &[], &mut c)?;
+            let logits = self.model.forward(
+                &Batch::single(prefix),
+                &mut Capture::none(),
+                self.interventions,
+                &mut c,
+            )?;
             here_last = Some(pick(&logits[0], self.ids)?);
             owned = c;
             Some(&owned)
@@ -145,9 +166,9 @@ impl Walk<'_> {
             };
             let batch = Batch::new(chunk.iter().map(|(_, s)| s.to_vec()).collect())
                 .logits_at(Positions::Last);
-            let logits = self
-                .model
-                .forward(&batch, &mut Capture::none(), &[], &mut c)?;
+            let logits =
+                self.model
+                    .forward(&batch, &mut Capture::none(), self.interventions, &mut c)?;
             for ((i, _), l) in chunk.iter().zip(&logits) {
                 out[*i] = Some(pick(l, self.ids)?);
             }
