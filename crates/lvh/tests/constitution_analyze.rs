@@ -10,7 +10,7 @@ use std::process::Command;
 use candle_core::quantized::gguf_file::{self, Content, Value};
 use candle_core::{Device, Tensor};
 use lm_runtime::model::random::RandomLlama;
-use lvh::analyze::forward::{judge_pair_under, token_span};
+use lvh::analyze::forward::{judge_pair_under, locate_responses, token_span};
 use lvh::analyze::{
     ablation_test, cosine, loo_sign_agreement, parse_layers, ridge_readout, twin_subsample,
 };
@@ -359,6 +359,23 @@ fn token_spans_cover_the_response_bytes() {
     let (a, b) = token_span(&m.tokenizer, text, &toks, start, start + "Sure thing".len()).unwrap();
     assert_eq!(m.tokenizer.decode(&toks[a..b]), "Sure thing");
     assert!(token_span(&m.tokenizer, text, &toks, start, start).is_none());
+    // Responses that also occur in the conversation and in each other are found in their slots.
+    let judge = Judge::new(&m.model, &m.format, &m.tokenizer, &JudgeConfig::default()).unwrap();
+    let c = Constitution::resolve("helpful-and-harmless").unwrap();
+    let principle = c.effective_principles()[0].text.clone();
+    let (prompt, a, b) = ("Reply Yes or Yes. Yes?", "Yes", "Yes. Yes");
+    for (ra, rb) in [(a, b), (b, a)] {
+        let text = judge
+            .prompter()
+            .render(&c, &principle, prompt, ra, rb)
+            .unwrap();
+        let [x, y] = locate_responses(judge.prompter(), &c, &principle, prompt, &text, ra, rb)
+            .unwrap()
+            .unwrap();
+        assert_eq!((&text[x.0..x.1], &text[y.0..y.1]), (ra, rb));
+        assert_eq!(&text[x.0 - 4..x.0], "(A) ");
+        assert_eq!(&text[y.0 - 4..y.0], "(B) ");
+    }
 }
 
 #[test]

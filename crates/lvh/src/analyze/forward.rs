@@ -69,17 +69,41 @@ pub fn token_span(
     (end > start).then_some((start, end))
 }
 
-/// Byte ranges of the two responses in a rendered judge prompt: `b` is the last occurrence of
-/// `response_b`, `a` the last occurrence of `response_a` before it (or, for a template that shows
-/// (B) first, after it).
-fn locate(text: &str, response_a: &str, response_b: &str) -> Option<[(usize, usize); 2]> {
-    let b = text.rfind(response_b)?;
-    let a = text[..b].rfind(response_a).or_else(|| {
-        text[b + response_b.len()..]
-            .rfind(response_a)
-            .map(|x| x + b + response_b.len())
-    })?;
-    Some([(a, a + response_a.len()), (b, b + response_b.len())])
+/// Placeholders that stand in for the responses when locating them (Unicode private use).
+const SENTINELS: [&str; 2] = ["\u{E000}", "\u{E001}"];
+
+/// Byte ranges of `response_a` and `response_b` in `text`, the judge prompt rendered with them.
+/// The prompt is rendered again with a one-character placeholder for each response; everything
+/// before the first placeholder is the same in both renderings, so the offsets follow from the
+/// placeholders' positions and the responses' lengths, whatever else the prompt contains. `None`
+/// when a placeholder does not appear exactly once or the ranges do not hold the responses (a
+/// template that rewrites its inputs).
+///
+/// # Errors
+/// Template errors.
+pub fn locate_responses(
+    prompter: &JudgePrompter<'_>,
+    c: &Constitution,
+    principle: &str,
+    prompt: &str,
+    text: &str,
+    response_a: &str,
+    response_b: &str,
+) -> Result<Option<[(usize, usize); 2]>, JudgeError> {
+    let [sa, sb] = SENTINELS;
+    let t = prompter.render(c, principle, prompt, sa, sb)?;
+    if t.matches(sa).count() != 1 || t.matches(sb).count() != 1 {
+        return Ok(None);
+    }
+    let (pa, pb) = (t.find(sa).unwrap_or(0), t.find(sb).unwrap_or(0));
+    let (a, b) = if pa < pb {
+        (pa, pb - sa.len() + response_a.len())
+    } else {
+        (pa - sb.len() + response_b.len(), pb)
+    };
+    let ranges = [(a, a + response_a.len()), (b, b + response_b.len())];
+    let holds = |(lo, hi): (usize, usize), r: &str| text.get(lo..hi) == Some(r);
+    Ok((holds(ranges[0], response_a) && holds(ranges[1], response_b)).then_some(ranges))
 }
 
 /// Per layer, the mean `resid_post` over each token span of one sequence, in f64:
@@ -153,8 +177,8 @@ pub fn judge_response_diff(
     for (a, b, sign) in [(y1, y2, 1.0), (y2, y1, -1.0)] {
         let text = prompter.render(c, &principle, &pair.prompt, a, b)?;
         let tokens = encode(&m.tokenizer, &text);
-        let [ra, rb] = locate(&text, a, b)
-            .context("cannot find the responses in the rendered judge prompt")?;
+        let [ra, rb] = locate_responses(prompter, c, &principle, &pair.prompt, &text, a, b)?
+            .context("cannot locate the two responses in the rendered judge prompt")?;
         let (Some(sa), Some(sb)) = (
             token_span(&m.tokenizer, &text, &tokens, ra.0, ra.1),
             token_span(&m.tokenizer, &text, &tokens, rb.0, rb.1),
