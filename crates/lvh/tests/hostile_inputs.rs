@@ -1,6 +1,7 @@
 //! Hostile files handed to lvh: datasets, constitutions and simulator model files with invalid
 //! UTF-8, duplicate keys, empty content; and model files through `lvh run` (a prompt longer than
-//! the context, a truncated GGUF, a mixture-of-experts GGUF). Each must give an error naming the
+//! the context, a truncated GGUF, a mixture-of-experts GGUF); and `lvh steer` with a control vector
+//! or `.npy` direction of another width than the model's. Each must give an error naming the
 //! file and the line, field, key or tensor; `docs/bad-inputs.md` lists the messages.
 
 use std::path::{Path, PathBuf};
@@ -189,9 +190,14 @@ fn byte_char(b: u8) -> char {
 /// A tiny random llama (context 16) with a byte-level vocabulary of 257 tokens, so the real
 /// `lvh run` path (tokenizer, template, model) can load it; `extra` metadata is added.
 fn tiny_chat_model(dir: &Path, extra: Vec<(&str, Value)>) -> PathBuf {
+    tiny_chat_model_with(dir, 1, extra)
+}
+
+/// [`tiny_chat_model`] with `n_layers` blocks.
+fn tiny_chat_model_with(dir: &Path, n_layers: usize, extra: Vec<(&str, Value)>) -> PathBuf {
     let raw = dir.join("raw.gguf");
     RandomLlama {
-        n_layers: 1,
+        n_layers,
         d_model: 32,
         n_heads: 2,
         n_kv_heads: 1,
@@ -287,4 +293,84 @@ fn lvh_run_refuses_prompts_longer_than_the_context_and_bad_models() {
             moe.display()
         )
     );
+}
+
+#[test]
+fn a_control_vector_of_another_width_names_both_sizes() {
+    use lvh::geometry::export::{npy_bytes, ControlVector};
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_chat_model_with(dir.path(), 2, Vec::new());
+    let m = model.to_str().unwrap();
+    // The model's d_model is 32; a control vector made for a 64-wide model.
+    let cv = ControlVector {
+        model_hint: "llama".into(),
+        layers: [(1usize, vec![0.5f32; 64]), (2, vec![0.25f32; 64])]
+            .into_iter()
+            .collect(),
+    };
+    let cv_path = dir.path().join("other-model.gguf");
+    cv.write(&cv_path).unwrap();
+    let steer = |direction: &Path| {
+        lvh(&[
+            "steer",
+            "--model",
+            m,
+            "--direction",
+            direction.to_str().unwrap(),
+            "--layer",
+            "1",
+            "--scale",
+            "4",
+            "--prompt",
+            "a",
+        ])
+    };
+    let (ok, _, err) = steer(&cv_path);
+    assert!(!ok);
+    assert_eq!(
+        err.trim(),
+        format!(
+            "error: {} (direction.1): length 64 but the model's d_model is 32",
+            cv_path.display()
+        )
+    );
+    // The same through a .npy direction, one element short.
+    let npy = write(
+        dir.path(),
+        "short.npy",
+        &npy_bytes(&[31], &[1.0f32; 31]).unwrap(),
+    );
+    let (ok, _, err) = steer(&npy);
+    assert!(!ok);
+    assert_eq!(
+        err.trim(),
+        format!(
+            "error: {}: length 31 but the model's d_model is 32",
+            npy.display()
+        )
+    );
+    // A control vector of the right width steers.
+    let good = ControlVector {
+        model_hint: "llama".into(),
+        layers: [(1usize, vec![0.5f32; 32])].into_iter().collect(),
+    };
+    let good_path = dir.path().join("right.gguf");
+    good.write(&good_path).unwrap();
+    let (ok, _, err) = lvh(&[
+        "steer",
+        "--model",
+        m,
+        "--direction",
+        good_path.to_str().unwrap(),
+        "--layer",
+        "1",
+        "--scale",
+        "4",
+        "--prompt",
+        "a",
+        "--raw",
+        "--max-tokens",
+        "2",
+    ]);
+    assert!(ok, "{err}");
 }
