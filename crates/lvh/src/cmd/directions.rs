@@ -10,8 +10,17 @@
 //! AUC of the difference of means, ties broken by the cross-validated separation
 //! `d' = (m₊ − m₋) / sqrt((s₊² + s₋²)/2)`. Twins (items sharing `pair`, one per label) are
 //! used only when they cover at least half of a split's items; otherwise P is counted over all
-//! (harmless, harmful) pairs (= AUC) and the PCA uses class-conditional differences. Causal checks with the best layer's difference of
-//! means: see [`crate::geometry::refusal`].
+//! (harmless, harmful) pairs (= AUC) and the PCA uses class-conditional differences.
+//!
+//! Causal layer selection (the refusal-direction recipe, see [`crate::geometry::refusal`]): the
+//! best probe layer need not be the layer whose direction *mediates* refusal. Every candidate
+//! layer (default: `1 ≤ ℓ < 0.8·L`) gets a difference of means fitted on the train split less
+//! a validation subset (`--causal-val-n` prompts per class, seeded), and is scored on that
+//! subset by ablation at every layer (harmful refusal must drop), addition of the refusal
+//! direction `−(μ₊ − μ₋)` at ℓ (harmless refusal must rise) and the KL of harmless next-token
+//! distributions under ablation (≤ `--max-kl`); among those passing, the lowest ablated
+//! harmful refusal wins. Then the causal checks run on the test split's prompts for both the
+//! probe-best and the causal-best layer, each with the full-train difference of means.
 //!
 //! Default data: the bundled contrast set with the hash split (dev = train, heldout = test).
 //! A train file that lies wholly on one side of that split (such as a `*.dev.jsonl`) is split
@@ -23,6 +32,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use lm_runtime::hooks::{HookPoint, Layer};
+use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -40,7 +50,10 @@ use crate::datasets::{
 };
 use crate::geometry::export::{npy_bytes, safetensors_bytes, ControlVector};
 use crate::geometry::extract::{pooled_all, progress_bar, twin_pairs, ExtractRun, Pooling};
-use crate::geometry::refusal::{causal_checks, CausalReport, RefusalTokens};
+use crate::geometry::refusal::{
+    causal_checks_with, score_candidate, select_causal, Baseline, CandidateScore, CausalReport,
+    MeanSe, RefusalTokens,
+};
 use crate::geometry::{contrast_prompt, load_model};
 use crate::run_dir::{FileProvenance, Manifest, RunDir};
 
@@ -82,9 +95,20 @@ pub struct Args {
     /// Prompts of each class for the causal checks (taken from the test split).
     #[arg(long, default_value_t = 32)]
     pub causal_n: usize,
-    /// Skip the causal checks.
+    /// Skip the causal checks (and the causal layer selection).
     #[arg(long)]
     pub no_causal: bool,
+    /// Candidate layers of the causal selection, e.g. `4-20` (default: `1 ≤ ℓ < 0.8·L` among
+    /// --layers).
+    #[arg(long)]
+    pub causal_layers: Option<String>,
+    /// Validation prompts of each class for the causal selection (taken out of the train split).
+    #[arg(long, default_value_t = 16)]
+    pub causal_val_n: usize,
+    /// Largest mean KL (nats) of harmless next-token distributions under ablation for a
+    /// candidate to pass.
+    #[arg(long, default_value_t = 0.1)]
+    pub max_kl: f64,
     /// Multiples of the layer's mean residual norm added along the refusal direction in check
     /// (b), comma-separated (default: ‖mean(h|harmful) − mean(h|harmless)‖ / n̄_ℓ, i.e. the
     /// full mean difference, then 0.25, 0.5, 1). The first is the main one.
@@ -182,8 +206,31 @@ pub struct Report {
     pub best_layer: usize,
     /// How it was chosen.
     pub best_layer_rule: &'static str,
-    /// Causal checks at the best layer, unless skipped.
+    /// Causal checks at the best (probe) layer, unless skipped.
     pub causal: Option<CausalReport>,
+    /// Causal layer selection and the checks at its layer, unless skipped.
+    pub causal_selection: Option<CausalSelection>,
+}
+
+/// The causal layer selection (see the module docs).
+#[derive(Debug, Clone, Serialize)]
+pub struct CausalSelection {
+    /// Validation prompts per class (harmless, harmful), out of the train split.
+    pub n_val: [usize; 2],
+    /// The KL bound of the filter, nats.
+    pub max_kl: f64,
+    /// Refusal scores of the validation prompts without intervention (harmful, harmless).
+    pub val_base: [MeanSe; 2],
+    /// Every candidate's scores.
+    pub candidates: Vec<CandidateScore>,
+    /// The chosen layer.
+    pub layer: usize,
+    /// Whether it passes all three filters on the validation prompts.
+    pub passes: bool,
+    /// The rule.
+    pub rule: &'static str,
+    /// The causal checks at the chosen layer on the test prompts.
+    pub check: CausalReport,
 }
 
 const CV_FOLDS: usize = 5;
@@ -565,13 +612,16 @@ pub fn run(args: Args) -> Result<ExitCode> {
         .context("best-layer direction")?
         .clone();
 
-    let causal = match (&data.model, args.no_causal) {
-        (Some(m), false) => Some(run_causal(&args, &data, m, &best_dom, &test_ids)?),
+    let (causal, causal_selection) = match (&data.model, args.no_causal) {
+        (Some(m), false) => {
+            let (c, s) = run_causal(&args, &data, m, &layers, &best_dom, &train_ids, &test_ids)?;
+            (Some(c), Some(s))
+        }
         (None, false) => {
             eprintln!("note: causal checks skipped (no model or no prompt texts)");
-            None
+            (None, None)
         }
-        _ => None,
+        _ => (None, None),
     };
     let report = Report {
         model: data.model_path.as_ref().map(|p| p.display().to_string()),
@@ -585,9 +635,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
         best_layer: best,
         best_layer_rule: "max 5-fold CV AUC of diff-of-means on the train split, ties by CV d'",
         causal,
+        causal_selection,
     };
     if let Some(out) = &args.out {
-        save(&args, &data, out, &report, &directions, best)?;
+        let causal_best = report.causal_selection.as_ref().map(|c| c.layer);
+        save(&args, &data, out, &report, &directions, best, causal_best)?;
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -597,45 +649,182 @@ pub fn run(args: Args) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Splits the train items into (fit, validation): `val_n` of each class, seeded.
+fn val_split(
+    data: &Data,
+    train_ids: &[usize],
+    val_n: usize,
+    seed: u64,
+) -> Result<(Vec<usize>, Vec<usize>)> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x00ca_05a1);
+    let mut val = Vec::new();
+    for pos in [true, false] {
+        let mut ids: Vec<usize> = train_ids
+            .iter()
+            .copied()
+            .filter(|&i| data.labels[i] == pos)
+            .collect();
+        ids.shuffle(&mut rng);
+        if ids.len() < val_n + CV_FOLDS {
+            bail!(
+                "--causal-val-n {val_n}: the train split has only {} {} items",
+                ids.len(),
+                if pos { "harmless" } else { "harmful" }
+            );
+        }
+        val.extend_from_slice(&ids[..val_n]);
+    }
+    val.sort_unstable();
+    let fit = train_ids
+        .iter()
+        .copied()
+        .filter(|i| val.binary_search(i).is_err())
+        .collect();
+    Ok((fit, val))
+}
+
+/// Candidate layers: `--causal-layers` or `1 ≤ ℓ < 0.8·L`, among the computed layers.
+fn candidate_layers(args: &Args, layers: &[usize], n_layers: usize) -> Result<Vec<usize>> {
+    let wanted = match &args.causal_layers {
+        Some(spec) => parse_layers(Some(spec), n_layers)?,
+        None => (1..n_layers)
+            .filter(|&l| (l as f64) < 0.8 * n_layers as f64)
+            .collect(),
+    };
+    let out: Vec<usize> = wanted.into_iter().filter(|l| layers.contains(l)).collect();
+    if out.is_empty() {
+        bail!("no candidate layer for the causal selection among the computed layers {layers:?}");
+    }
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)] // the pieces of one run
 fn run_causal(
     args: &Args,
     data: &Data,
     m: &Loaded,
-    dir: &Direction,
+    layers: &[usize],
+    probe_dom: &Direction,
+    train_ids: &[usize],
     test_ids: &[usize],
-) -> Result<CausalReport> {
+) -> Result<(CausalReport, CausalSelection)> {
     let texts = match &data.texts {
         Some(t) => t.clone(),
         None => bail!("causal checks from an extract run need the prompt texts; rerun without --acts or with --no-causal"),
     };
-    let pick = |pos: bool| -> Result<Vec<Vec<u32>>> {
-        test_ids
-            .iter()
+    let prompts_of = |ids: &[usize], pos: bool, n: usize| -> Result<Vec<Vec<u32>>> {
+        ids.iter()
             .filter(|&&i| data.labels[i] == pos)
-            .take(args.causal_n)
+            .take(n)
             .map(|&i| contrast_prompt(m, &texts[i]))
             .collect()
     };
-    let (harmless, harmful) = (pick(true)?, pick(false)?);
     let tokens = RefusalTokens::new(&m.tokenizer)?;
-    let p = dir.provenance();
-    let norm = p.mean_resid_norm;
-    let scales = args
-        .add_scale
-        .clone()
-        .unwrap_or_else(|| vec![p.raw_norm / norm.max(1e-12), 0.25, 0.5, 1.0]);
-    let unit = dir.to_f32();
-    causal_checks(
-        &m.model,
-        &tokens,
-        &harmful,
-        &harmless,
-        &unit,
-        p.site.layer.unwrap_or(0),
-        norm,
-        &scales,
-        args.batch,
-    )
+
+    // Causal selection on a validation subset of the train split.
+    let n_layers = m.model.config().n_layers;
+    let cands = candidate_layers(args, layers, n_layers)?;
+    let (fit_ids, val_ids) = val_split(data, train_ids, args.causal_val_n, args.seed)?;
+    let (val_hl, val_hf) = (
+        prompts_of(&val_ids, true, usize::MAX)?,
+        prompts_of(&val_ids, false, usize::MAX)?,
+    );
+    let val_base = Baseline::measure(&m.model, &tokens, &val_hf, &val_hl, args.batch)?;
+    let pb = progress_bar(cands.len() as u64, "causal selection");
+    let mut candidates = Vec::with_capacity(cands.len());
+    for &layer in &cands {
+        let k = layers
+            .iter()
+            .position(|&l| l == layer)
+            .context("candidate layer")?;
+        let site = Site {
+            layer: Some(layer),
+            hook: Some(HookPoint::ResidPost(Layer(layer)).to_string()),
+            pooling: Some(Pooling::Last.name().into()),
+        };
+        let fit = build_set(data, k, &fit_ids, &site)?;
+        let dir = DiffOfMeans::default().estimate(&fit)?;
+        candidates.push(score_candidate(
+            &m.model,
+            &tokens,
+            &val_base,
+            &val_hf,
+            &val_hl,
+            &dir.to_f32(),
+            layer,
+            dir.provenance().raw_norm,
+            args.max_kl,
+            args.batch,
+        )?);
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let (chosen, passes) = select_causal(&candidates).context("no candidate")?;
+    let chosen_layer = chosen.layer;
+
+    // Checks on the test prompts, for the probe-best and the causal-best layer.
+    let (harmless, harmful) = (
+        prompts_of(test_ids, true, args.causal_n)?,
+        prompts_of(test_ids, false, args.causal_n)?,
+    );
+    let base = Baseline::measure(&m.model, &tokens, &harmful, &harmless, args.batch)?;
+    let check = |dir: &Direction| -> Result<CausalReport> {
+        let p = dir.provenance();
+        let norm = p.mean_resid_norm;
+        let scales = args
+            .add_scale
+            .clone()
+            .unwrap_or_else(|| vec![p.raw_norm / norm.max(1e-12), 0.25, 0.5, 1.0]);
+        causal_checks_with(
+            &m.model,
+            &tokens,
+            &base,
+            &harmful,
+            &harmless,
+            &dir.to_f32(),
+            p.site.layer.unwrap_or(0),
+            norm,
+            &scales,
+            args.batch,
+        )
+    };
+    let probe_report = check(probe_dom)?;
+    let causal_dom = dir_at(data, layers, train_ids, chosen_layer)?;
+    let causal_report = if probe_dom.provenance().site.layer == Some(chosen_layer) {
+        probe_report.clone()
+    } else {
+        check(&causal_dom)?
+    };
+    let sel = CausalSelection {
+        n_val: [val_hl.len(), val_hf.len()],
+        max_kl: args.max_kl,
+        val_base: [
+            MeanSe::of(&val_base.harmful),
+            MeanSe::of(&val_base.harmless),
+        ],
+        candidates,
+        layer: chosen_layer,
+        passes,
+        rule: "on validation prompts: ablation lowers harmful refusal, addition raises harmless \
+               refusal, KL(base‖ablated) ≤ max; among those, the lowest ablated harmful refusal \
+               (if none passes: fewest failed filters, then the lowest)",
+        check: causal_report,
+    };
+    Ok((probe_report, sel))
+}
+
+/// The full-train difference of means at `layer`.
+fn dir_at(data: &Data, layers: &[usize], train_ids: &[usize], layer: usize) -> Result<Direction> {
+    let k = layers
+        .iter()
+        .position(|&l| l == layer)
+        .context("layer not computed")?;
+    let site = Site {
+        layer: Some(layer),
+        hook: Some(HookPoint::ResidPost(Layer(layer)).to_string()),
+        pooling: Some(Pooling::Last.name().into()),
+    };
+    Ok(DiffOfMeans::default().estimate(&build_set(data, k, train_ids, &site)?)?)
 }
 
 fn save(
@@ -645,11 +834,13 @@ fn save(
     report: &Report,
     directions: &[Direction],
     best: usize,
+    causal_best: Option<usize>,
 ) -> Result<()> {
     let settings = serde_json::json!({
         "train": args.train, "test": args.test, "acts": args.acts,
         "per_class": args.per_class, "layers": args.layers, "bootstrap": args.bootstrap,
         "causal_n": args.causal_n, "no_causal": args.no_causal, "add_scale": args.add_scale,
+        "causal_layers": args.causal_layers, "causal_val_n": args.causal_val_n, "max_kl": args.max_kl,
         "pooling": "last", "position_rule": crate::geometry::extract::POSITION_RULE,
     });
     let mut manifest = Manifest::new("directions", settings);
@@ -719,6 +910,16 @@ fn save(
         "best.npy",
         &npy_bytes(&[best_dir.dim()], &best_dir.to_f32())?,
     )?;
+    if let Some(l) = causal_best {
+        let d = directions
+            .iter()
+            .find(|d| {
+                d.provenance().site.layer == Some(l)
+                    && d.provenance().method == Some(Method::DiffOfMeans)
+            })
+            .context("causal-best direction")?;
+        dir.write_bytes("causal_best.npy", &npy_bytes(&[d.dim()], &d.to_f32())?)?;
+    }
     Ok(())
 }
 
@@ -760,23 +961,84 @@ fn print_table(r: &Report) {
         );
     }
     if let Some(c) = &r.causal {
+        let pieces = |v: &[(String, u32, String)]| {
+            v.iter()
+                .map(|(o, id, p)| format!("{o:?}→{id}:{p:?}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
         println!(
-            "causal (layer {}): harmful refusal {:.3} -> {:.3} ablated [{}]; harmless KL(base‖ablated) {:.4} nats",
-            c.layer,
-            c.harmful_base.mean,
-            c.harmful_ablated.mean,
-            if c.ablation_lowers_refusal { "lower: ok" } else { "NOT lower" },
-            c.harmless_kl_ablation.mean
+            "refusal score = lse(refusal) − lse(compliance) of the first answer token; refusal {}; compliance {}",
+            pieces(&c.tokens.refusal),
+            pieces(&c.tokens.compliance)
         );
-        for a in &c.additions {
+        println!(
+            "baseline on test prompts: harmful {:.3} ± {:.3} vs harmless {:.3} ± {:.3} [{}]",
+            c.harmful_base.mean,
+            c.harmful_base.se,
+            c.harmless_base.mean,
+            c.harmless_base.se,
+            if c.harmful_base.mean > c.harmless_base.mean {
+                "harmful higher: ok"
+            } else {
+                "harmful NOT higher"
+            }
+        );
+        print_causal("probe-best", c);
+    }
+    if let Some(s) = &r.causal_selection {
+        println!(
+            "causal selection on {:?} validation prompts (harmless, harmful): base harmful {:.3}, harmless {:.3}; KL bound {}",
+            s.n_val, s.val_base[0].mean, s.val_base[1].mean, s.max_kl
+        );
+        println!(
+            "{:>5} {:>9} {:>12} {:>12} {:>9}  pass",
+            "layer", "add_norm", "hf_ablated", "hl_added", "kl"
+        );
+        for c in &s.candidates {
             println!(
-                "  harmless refusal {:.3} -> {:.3} with {:.3}·n̄ added along the refusal direction ({:.0}% of prompts raised){}",
-                c.harmless_base.mean,
-                a.harmless_added.mean,
-                a.scale,
-                100.0 * a.frac_raised,
-                if a.harmless_added.mean > c.harmless_base.mean { "" } else { " [NOT higher]" }
+                "{:>5} {:>9.3} {:>12.3} {:>12.3} {:>9.4}  {}{}{}",
+                c.layer,
+                c.add_coeff,
+                c.harmful_ablated.mean,
+                c.harmless_added.mean,
+                c.harmless_kl.mean,
+                if c.ablation_lowers { "a" } else { "-" },
+                if c.addition_raises { "b" } else { "-" },
+                if c.kl_ok { "c" } else { "-" },
             );
         }
+        println!(
+            "causal-best layer {} ({}on validation)",
+            s.layer,
+            if s.passes {
+                "passes all filters "
+            } else {
+                "passes NOT all filters "
+            }
+        );
+        print_causal("causal-best", &s.check);
+    }
+}
+
+fn print_causal(what: &str, c: &CausalReport) {
+    println!(
+        "{what} layer {}: harmful refusal {:.3} -> {:.3} ablated [{}], {:.0}% of prompts lowered; harmless KL(base‖ablated) {:.4} nats",
+        c.layer,
+        c.harmful_base.mean,
+        c.harmful_ablated.mean,
+        if c.ablation_lowers_refusal { "lower: ok" } else { "NOT lower" },
+        100.0 * c.frac_harmful_lowered,
+        c.harmless_kl_ablation.mean
+    );
+    for a in &c.additions {
+        println!(
+            "  harmless refusal {:.3} -> {:.3} with {:.3}·n̄ added along the refusal direction ({:.0}% of prompts raised){}",
+            c.harmless_base.mean,
+            a.harmless_added.mean,
+            a.scale,
+            100.0 * a.frac_raised,
+            if a.harmless_added.mean > c.harmless_base.mean { "" } else { " [NOT higher]" }
+        );
     }
 }

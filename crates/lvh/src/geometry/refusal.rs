@@ -18,6 +18,14 @@
 //!   raises the mean refusal score of harmless prompts;
 //! * (c) `KL(p_base ‖ p_ablated)` of the next-token distributions of harmless prompts under
 //!   the ablation, averaged over prompts (how much the ablation disturbs ordinary answers).
+//!
+//! Causal layer selection ([`score_candidate`], [`select_causal`]), as in the refusal-direction
+//! work: every candidate layer's direction is scored on validation prompts by (a) the mean
+//! refusal of harmful prompts under ablation, (b) the mean refusal of harmless prompts with the
+//! addition at its layer and (c) the KL under ablation. A candidate passes when (a) is below
+//! the harmful baseline, (b) above the harmless baseline and (c) ≤ a bound (0.1 nats in that
+//! work); among those passing, the lowest (a) wins. When none passes, the candidate that
+//! fails the fewest of the three is taken (then the lowest (a)), and the selection says so.
 
 use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
@@ -232,6 +240,183 @@ pub struct Addition {
     pub frac_raised: f64,
 }
 
+/// Unmodified refusal scores of both prompt sets and the harmless next-token distributions
+/// (the reference of every KL), measured once and shared by all candidates.
+#[derive(Debug, Clone)]
+pub struct Baseline {
+    /// Refusal score of each harmful prompt.
+    pub harmful: Vec<f64>,
+    /// Refusal score of each harmless prompt.
+    pub harmless: Vec<f64>,
+    /// Next-token log-probabilities of each harmless prompt.
+    pub harmless_logprobs: Vec<Vec<f32>>,
+}
+
+impl Baseline {
+    /// Forward passes without interventions.
+    ///
+    /// # Errors
+    /// Forward-pass errors; an empty prompt set.
+    pub fn measure(
+        model: &Model,
+        tokens: &RefusalTokens,
+        harmful: &[Vec<u32>],
+        harmless: &[Vec<u32>],
+        batch: usize,
+    ) -> Result<Self> {
+        if harmful.is_empty() || harmless.is_empty() {
+            bail!("causal checks need harmful and harmless prompts");
+        }
+        let harmful = next_token_logprobs(model, harmful, &[], batch)?
+            .iter()
+            .map(|l| tokens.score(l))
+            .collect();
+        let harmless_logprobs = next_token_logprobs(model, harmless, &[], batch)?;
+        let harmless = harmless_logprobs.iter().map(|l| tokens.score(l)).collect();
+        Ok(Self {
+            harmful,
+            harmless,
+            harmless_logprobs,
+        })
+    }
+}
+
+/// Check (a) and (c) of one unit direction: harmful refusal scores and harmless KLs under
+/// ablation at every layer.
+fn ablation_effects(
+    model: &Model,
+    tokens: &RefusalTokens,
+    base: &Baseline,
+    harmful: &[Vec<u32>],
+    harmless: &[Vec<u32>],
+    dir: &Tensor,
+    batch: usize,
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    let ablate = ablate_everywhere(model.config().n_layers, dir)?;
+    let hf_abl = next_token_logprobs(model, harmful, &ablate, batch)?
+        .iter()
+        .map(|l| tokens.score(l))
+        .collect();
+    let kls = next_token_logprobs(model, harmless, &ablate, batch)?
+        .iter()
+        .zip(&base.harmless_logprobs)
+        .map(|(q, p)| kl(p, q))
+        .collect();
+    Ok((hf_abl, kls))
+}
+
+/// Check (b) of one unit direction at one coefficient: harmless refusal scores with
+/// `−coeff · d̂` added to `resid_post(layer)`.
+fn addition_effect(
+    model: &Model,
+    tokens: &RefusalTokens,
+    harmless: &[Vec<u32>],
+    dir: &Tensor,
+    layer: usize,
+    coeff: f64,
+    batch: usize,
+) -> Result<Vec<f64>> {
+    let add = vec![Intervention::add(
+        LayerHook::ResidPost.at(Layer(layer)),
+        dir.clone(),
+        (-coeff) as f32,
+    )];
+    Ok(next_token_logprobs(model, harmless, &add, batch)?
+        .iter()
+        .map(|l| tokens.score(l))
+        .collect())
+}
+
+fn frac_moved(a: &[f64], b: &[f64], lower: bool) -> f64 {
+    a.iter()
+        .zip(b)
+        .filter(|(x, y)| if lower { y < x } else { y > x })
+        .count() as f64
+        / a.len().max(1) as f64
+}
+
+/// One candidate of the causal layer selection, scored on validation prompts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CandidateScore {
+    /// Layer of the direction (and of the addition).
+    pub layer: usize,
+    /// Coefficient of the addition, activation units (`‖μ₊ − μ₋‖` of the fit prompts).
+    pub add_coeff: f64,
+    /// (a) Mean refusal of harmful validation prompts under ablation.
+    pub harmful_ablated: MeanSe,
+    /// (b) Mean refusal of harmless validation prompts with the addition.
+    pub harmless_added: MeanSe,
+    /// (c) Mean `KL(base ‖ ablated)` on harmless validation prompts, nats.
+    pub harmless_kl: MeanSe,
+    /// (a) is below the harmful baseline.
+    pub ablation_lowers: bool,
+    /// (b) is above the harmless baseline.
+    pub addition_raises: bool,
+    /// (c) is at most the bound.
+    pub kl_ok: bool,
+}
+
+impl CandidateScore {
+    /// All three filters hold.
+    pub fn passes(&self) -> bool {
+        self.ablation_lowers && self.addition_raises && self.kl_ok
+    }
+
+    fn failures(&self) -> usize {
+        [self.ablation_lowers, self.addition_raises, self.kl_ok]
+            .iter()
+            .filter(|&&b| !b)
+            .count()
+    }
+}
+
+/// Scores one candidate (see the module docs): `unit` is the candidate's unit direction
+/// (harmful → harmless) at `resid_post(layer)`, `add_coeff` the norm of the addition.
+///
+/// # Errors
+/// Forward-pass errors; a zero direction.
+#[allow(clippy::too_many_arguments)] // each is a distinct input of the check
+pub fn score_candidate(
+    model: &Model,
+    tokens: &RefusalTokens,
+    base: &Baseline,
+    harmful: &[Vec<u32>],
+    harmless: &[Vec<u32>],
+    unit: &[f32],
+    layer: usize,
+    add_coeff: f64,
+    max_kl: f64,
+    batch: usize,
+) -> Result<CandidateScore> {
+    let dir = Tensor::from_slice(unit, unit.len(), model.device())?;
+    let (hf_abl, kls) = ablation_effects(model, tokens, base, harmful, harmless, &dir, batch)?;
+    let hl_add = addition_effect(model, tokens, harmless, &dir, layer, add_coeff, batch)?;
+    let (ha, la, k) = (MeanSe::of(&hf_abl), MeanSe::of(&hl_add), MeanSe::of(&kls));
+    Ok(CandidateScore {
+        layer,
+        add_coeff,
+        harmful_ablated: ha,
+        harmless_added: la,
+        harmless_kl: k,
+        ablation_lowers: ha.mean < MeanSe::of(&base.harmful).mean,
+        addition_raises: la.mean > MeanSe::of(&base.harmless).mean,
+        kl_ok: k.mean <= max_kl,
+    })
+}
+
+/// The selected candidate: among those passing all filters the lowest ablated harmful refusal;
+/// if none passes, the fewest failed filters, then the lowest ablated harmful refusal.
+/// Returns the candidate and whether it passes.
+pub fn select_causal(candidates: &[CandidateScore]) -> Option<(&CandidateScore, bool)> {
+    let best = candidates.iter().min_by(|a, b| {
+        a.failures()
+            .cmp(&b.failures())
+            .then(a.harmful_ablated.mean.total_cmp(&b.harmful_ablated.mean))
+    })?;
+    Some((best, best.passes()))
+}
+
 /// Runs checks (a)–(c) of the module docs with the unit direction `unit` (`[d_model]`, oriented
 /// harmful → harmless) read at `resid_post(layer)`; (b) once per entry of `add_scales`.
 ///
@@ -252,42 +437,60 @@ pub fn causal_checks(
     if harmful.is_empty() || harmless.is_empty() || add_scales.is_empty() {
         bail!("causal checks need harmful and harmless prompts");
     }
-    let dev = model.device();
-    let n_layers = model.config().n_layers;
-    let dir = Tensor::from_slice(unit, unit.len(), dev)?;
-    let ablate = ablate_everywhere(n_layers, &dir)?;
-    let score_all = |lps: &[Vec<f32>]| lps.iter().map(|l| tokens.score(l)).collect::<Vec<_>>();
-    let hf_base = score_all(&next_token_logprobs(model, harmful, &[], batch)?);
-    let hf_abl = score_all(&next_token_logprobs(model, harmful, &ablate, batch)?);
-    let hl_base_lp = next_token_logprobs(model, harmless, &[], batch)?;
-    let hl_abl_lp = next_token_logprobs(model, harmless, &ablate, batch)?;
-    let hl_base = score_all(&hl_base_lp);
-    let kls: Vec<f64> = hl_base_lp
-        .iter()
-        .zip(&hl_abl_lp)
-        .map(|(p, q)| kl(p, q))
-        .collect();
-    let frac = |a: &[f64], b: &[f64], lower: bool| {
-        a.iter()
-            .zip(b)
-            .filter(|(x, y)| if lower { y < x } else { y > x })
-            .count() as f64
-            / a.len() as f64
-    };
-    let (hb, ha) = (MeanSe::of(&hf_base), MeanSe::of(&hf_abl));
-    let lb = MeanSe::of(&hl_base);
+    let base = Baseline::measure(model, tokens, harmful, harmless, batch)?;
+    causal_checks_with(
+        model,
+        tokens,
+        &base,
+        harmful,
+        harmless,
+        unit,
+        layer,
+        mean_resid_norm,
+        add_scales,
+        batch,
+    )
+}
+
+/// [`causal_checks`] with the baseline already measured on the same prompts.
+///
+/// # Errors
+/// Forward-pass errors; empty prompt sets.
+#[allow(clippy::too_many_arguments)] // each is a distinct input of the check
+pub fn causal_checks_with(
+    model: &Model,
+    tokens: &RefusalTokens,
+    base: &Baseline,
+    harmful: &[Vec<u32>],
+    harmless: &[Vec<u32>],
+    unit: &[f32],
+    layer: usize,
+    mean_resid_norm: f64,
+    add_scales: &[f64],
+    batch: usize,
+) -> Result<CausalReport> {
+    if harmful.is_empty() || harmless.is_empty() || add_scales.is_empty() {
+        bail!("causal checks need harmful and harmless prompts");
+    }
+    let dir = Tensor::from_slice(unit, unit.len(), model.device())?;
+    let (hf_abl, kls) = ablation_effects(model, tokens, base, harmful, harmless, &dir, batch)?;
+    let (hb, ha) = (MeanSe::of(&base.harmful), MeanSe::of(&hf_abl));
+    let lb = MeanSe::of(&base.harmless);
     let mut additions = Vec::with_capacity(add_scales.len());
     for &scale in add_scales {
-        let add = vec![Intervention::add(
-            LayerHook::ResidPost.at(Layer(layer)),
-            dir.clone(),
-            (-scale * mean_resid_norm) as f32,
-        )];
-        let hl_add = score_all(&next_token_logprobs(model, harmless, &add, batch)?);
+        let hl_add = addition_effect(
+            model,
+            tokens,
+            harmless,
+            &dir,
+            layer,
+            scale * mean_resid_norm,
+            batch,
+        )?;
         additions.push(Addition {
             scale,
             harmless_added: MeanSe::of(&hl_add),
-            frac_raised: frac(&hl_base, &hl_add, false),
+            frac_raised: frac_moved(&base.harmless, &hl_add, false),
         });
     }
     let raises = additions[0].harmless_added.mean > lb.mean;
@@ -304,6 +507,6 @@ pub fn causal_checks(
         addition_raises_refusal: raises,
         mean_resid_norm,
         harmless_kl_ablation: MeanSe::of(&kls),
-        frac_harmful_lowered: frac(&hf_base, &hf_abl, true),
+        frac_harmful_lowered: frac_moved(&base.harmful, &hf_abl, true),
     })
 }
