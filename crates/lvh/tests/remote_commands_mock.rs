@@ -517,7 +517,7 @@ fn activation_measurements_refuse_the_endpoint() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--logits cannot be used with --endpoint"));
     // Commands that are built on activations have no --endpoint at all.
-    for cmd in ["extract", "steer", "audit"] {
+    for cmd in ["extract", "directions", "steer", "audit"] {
         let o = lvh(&args(&[cmd, "--endpoint", "http://127.0.0.1:9"]));
         assert!(!o.status.success(), "{cmd}");
         let err = String::from_utf8_lossy(&o.stderr);

@@ -304,3 +304,87 @@ fn generation_is_seeded_and_stops() {
         g1.text, stopped.text
     );
 }
+
+/// `lvh judge` on bundled pairs, locally and through `--endpoint` on the same GGUF: the
+/// server scores the same token ids, so the judgments agree up to llama.cpp's activation
+/// rounding. SmolLM2-135M is a weak judge (|S_C| mostly below 0.2 nats), so a few near-zero
+/// scores may flip sign; most must not.
+#[test]
+fn lvh_judge_through_the_endpoint_agrees_with_the_local_judge() {
+    let Some(url) = endpoint() else { return };
+    let model = std::env::var("LVH_TEST_MODEL").unwrap_or_default();
+    if model.is_empty() {
+        eprintln!("skipped: LVH_TEST_MODEL must name the GGUF the server serves");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let n = 8;
+    let judge = |out: &std::path::Path, extra: &[&str]| -> Vec<serde_json::Value> {
+        let mut a: Vec<String> = [
+            "judge",
+            "--constitution",
+            "honesty",
+            "--model",
+            &model,
+            "--sample",
+            &n.to_string(),
+            "--seed",
+            "0",
+            "--out",
+            out.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        a.extend(extra.iter().map(|s| (*s).to_owned()));
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_lvh"))
+            .args(&a)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "lvh judge {extra:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        std::fs::read_to_string(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let local = judge(&dir.path().join("local.jsonl"), &[]);
+    let remote = judge(&dir.path().join("remote.jsonl"), &["--endpoint", &url]);
+    assert_eq!(local.len(), n);
+    assert_eq!(remote.len(), n);
+    let mut same = 0;
+    let mut diffs = Vec::new();
+    for (l, r) in local.iter().zip(&remote) {
+        assert_eq!(l["index"], r["index"]);
+        let (a, b) = (l["score"].as_f64().unwrap(), r["score"].as_f64().unwrap());
+        let (pa, pb) = (
+            l["position_bias"].as_f64().unwrap(),
+            r["position_bias"].as_f64().unwrap(),
+        );
+        eprintln!(
+            "pair {:>3}: S_C local {a:+.4} remote {b:+.4}; b_pos local {pa:+.4} remote {pb:+.4}",
+            l["index"]
+        );
+        if (a >= 0.0) == (b >= 0.0) {
+            same += 1;
+        }
+        diffs.push((a - b).abs());
+        // The same contract as the log-probabilities: a difference of differences.
+        assert!((a - b).abs() < 2.0 * ABS_TOL, "S_C local {a} remote {b}");
+        assert!(
+            (pa - pb).abs() < 2.0 * ABS_TOL,
+            "b_pos local {pa} remote {pb}"
+        );
+    }
+    let mean = diffs.iter().sum::<f64>() / n as f64;
+    eprintln!(
+        "lvh judge --endpoint vs local: same sign on {same}/{n} pairs, mean |ΔS_C| {mean:.4}, worst {:.4}",
+        diffs.iter().fold(0.0f64, |m, d| m.max(*d))
+    );
+    assert!(2 * same > n, "signs agree on only {same}/{n} pairs");
+    assert!(mean < MEAN_TOL, "mean |ΔS_C| {mean}");
+}

@@ -10,7 +10,8 @@
 //!
 //! Prefix reuse is the server's business: llama.cpp keeps each slot's last prompt in its KV
 //! cache and computes only the tokens after the common prefix; vLLM has automatic prefix
-//! caching.
+//! caching. The backend sends a batch's prompts in lexicographic order of their token ids so
+//! that consecutive prompts share as long a prefix as the batch allows.
 //!
 //! Token ids mean the same text only when the server runs the same tokenizer, so
 //! [`check_tokenizer`] compares the server's `/tokenize` with the local tokenizer on a probe.
@@ -46,13 +47,24 @@ impl LogprobBackend for RemoteBackend<'_> {
         seqs: &[Vec<u32>],
         ids: &[u32],
     ) -> Result<Vec<Vec<f64>>, JudgeError> {
-        seqs.iter()
-            .map(|s| {
-                ids.iter()
-                    .map(|&t| Ok(self.client.continuation_logprob_ids(s, &[t])?.total))
-                    .collect()
-            })
-            .collect()
+        // In lexicographic order of token ids, consecutive prompts share their longest common
+        // prefixes, which a server's prompt cache (llama.cpp keeps each slot's last prompt)
+        // then computes once: for the judge, each order's (A)/(B) block once across the
+        // principles.
+        let mut order: Vec<usize> = (0..seqs.len()).collect();
+        order.sort_by(|&i, &j| seqs[i].cmp(&seqs[j]));
+        let mut out: Vec<Vec<f64>> = vec![Vec::new(); seqs.len()];
+        for i in order {
+            out[i] = ids
+                .iter()
+                .map(|&t| {
+                    Ok::<f64, JudgeError>(
+                        self.client.continuation_logprob_ids(&seqs[i], &[t])?.total,
+                    )
+                })
+                .collect::<Result<Vec<f64>, JudgeError>>()?;
+        }
+        Ok(out)
     }
 
     fn score_continuations(
