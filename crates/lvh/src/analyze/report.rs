@@ -142,7 +142,7 @@ pub fn figures(a: &Analysis) -> Vec<(&'static str, String)> {
     .with(Series::new("cos(Δ_C, v)", curve(a, |l| l.shift_cos_value), Style::Line).color(0))
     .with(
         Series::new(
-            format!("share of ‖Δ_C‖² in top-{} subspace", a.top_p),
+            format!("‖Δ_C‖² share in V (p={})", a.top_p),
             curve(a, |l| l.shift_share_in_value_subspace),
             Style::Dashed,
         )
