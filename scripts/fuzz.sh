@@ -3,14 +3,16 @@
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]      # default: 60 s per target, all targets
 #
-# Targets: gguf tokenizer template datasets constitution model_file (see fuzz/src/lib.rs).
+# Targets: gguf tokenizer template datasets constitution model_file control_vector
+# (see fuzz/src/lib.rs).
 # Engine: libFuzzer through cargo-fuzz (`cargo install cargo-fuzz`) on a nightly toolchain when
 # one is installed, else on stable with RUSTC_BOOTSTRAP=1; with LVH_FUZZ_ENGINE=driver (or when
 # cargo-fuzz is missing) the stable mutation driver fuzz/src/bin/driver.rs instead (blind
 # mutation, no coverage feedback).
 # Seeds (regenerated each run, git-ignored, in fuzz/corpus/<target>/ next to what libFuzzer
 # adds): data/*.jsonl, constitutions/*.toml, generated CSV files, the demo model file of the
-# simulator (JSON and TOML), tiny random-weight GGUF models, hostile chat templates, and when
+# simulator (JSON and TOML), tiny random-weight GGUF models, control vectors as lvh writes them,
+# hostile chat templates, and when
 # the SmolLM2 GGUF is available (LVH_FUZZ_GGUF, or the pip cache) the first 4 KiB / 64 KiB of it,
 # its chat template, and its vocabulary for the tokenizer target.
 # Crashes land in fuzz/artifacts/<target>/; the script exits non-zero if any target failed.
@@ -22,7 +24,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 secs=${1:-60}
 shift || true
-all=(gguf tokenizer template datasets constitution model_file)
+all=(gguf tokenizer template datasets constitution model_file control_vector)
 if [ $# -gt 0 ]; then targets=("$@"); else targets=("${all[@]}"); fi
 fuzz=$root/fuzz
 corpus=$fuzz/corpus
@@ -74,6 +76,7 @@ cp "$gen"/gguf/* "$corpus/gguf/"
 cp "$gen"/template/* "$corpus/template/"
 cp "$gen"/model_file/* "$corpus/model_file/"
 cp "$gen"/tokenizer/* "$corpus/tokenizer/"
+cp "$gen"/control_vector/* "$corpus/control_vector/"
 for f in "$root"/constitutions/*.toml; do cp "$f" "$corpus/constitution/"; done
 # The datasets target reads a selector byte first: 0 contrast JSONL, 1 preference JSONL,
 # 2 CSV with a label column, 3 CSV with a fixed label.
@@ -99,7 +102,7 @@ for t in "${targets[@]}"; do
   mkdir -p "$fuzz/artifacts/$t"
   start=$(date +%s)
   case $t in
-    gguf) max_len=65536 ;;
+    gguf|control_vector) max_len=65536 ;;
     *) max_len=16384 ;;
   esac
   set +e

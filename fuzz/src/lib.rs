@@ -13,6 +13,7 @@
 //! | `datasets`     | 1 selector byte + JSONL / CSV         | every row error names the file and a line |
 //! | `constitution` | TOML (or CAI JSONL)                   | accepted ⇒ valid and TOML round trip      |
 //! | `model_file`   | 1 selector byte + JSON / TOML         | valid ⇒ JSON round trip validates the same |
+//! | `control_vector` | a control-vector GGUF (`direction.ℓ`) | accepted ⇒ valid, re-export reads back bit-exact |
 //!
 //! The same functions are driven by libFuzzer (`fuzz_targets/*.rs`, `cargo fuzz run <target>`)
 //! and by the stable-toolchain mutation driver (`src/bin/driver.rs`).
@@ -40,6 +41,7 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("datasets", datasets),
     ("constitution", constitution),
     ("model_file", model_file),
+    ("control_vector", control_vector),
 ];
 
 /// Largest tensor (elements) the `gguf` harness reads, and largest model it runs: the point is
@@ -422,4 +424,35 @@ pub fn model_file(data: &[u8]) {
         first.j, again.j,
         "judgment direction after a JSON round trip"
     );
+}
+
+/// A llama.cpp control-vector GGUF, as `lvh steer --direction FILE.gguf` imports it. An
+/// accepted file must be valid (layers ≥ 1, one non-zero width, finite values), and its
+/// re-export must read back to the same vectors, bit for bit, and the same bytes.
+pub fn control_vector(data: &[u8]) {
+    use lvh::geometry::export::ControlVector;
+    let path = scratch("control_vector", data);
+    let Ok(cv) = ControlVector::read(&path) else {
+        return;
+    };
+    let d = cv.validate().expect("an imported control vector validates");
+    assert!(cv.layers.values().all(|v| v.len() == d));
+    let bytes = cv
+        .to_gguf_bytes()
+        .expect("an imported control vector exports");
+    let again = ControlVector::read(&scratch("control_vector_again", &bytes))
+        .expect("an exported control vector reads back");
+    assert_eq!(again.model_hint, cv.model_hint);
+    assert_eq!(
+        again.layers.keys().collect::<Vec<_>>(),
+        cv.layers.keys().collect::<Vec<_>>()
+    );
+    for (l, v) in &cv.layers {
+        let w = &again.layers[l];
+        assert!(
+            v.iter().zip(w).all(|(a, b)| a.to_bits() == b.to_bits()),
+            "layer {l} changed in a round trip"
+        );
+    }
+    assert_eq!(again.to_gguf_bytes().expect("re-export"), bytes);
 }

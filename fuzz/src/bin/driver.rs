@@ -253,7 +253,8 @@ fn seeds(dir: &Path, model: Option<&Path>) {
     let tmpl_dir = dir.join("template");
     let mf_dir = dir.join("model_file");
     let tok_dir = dir.join("tokenizer");
-    for d in [&gguf_dir, &tmpl_dir, &mf_dir, &tok_dir] {
+    let cv_dir = dir.join("control_vector");
+    for d in [&gguf_dir, &tmpl_dir, &mf_dir, &tok_dir, &cv_dir] {
         std::fs::create_dir_all(d).expect("create seed dir");
     }
     let demo = rlaif_sim::demo::demo_model_file();
@@ -375,5 +376,39 @@ fn seeds(dir: &Path, model: Option<&Path>) {
     for (i, t) in templates.iter().enumerate() {
         std::fs::write(tmpl_dir.join(format!("seed-{i}.jinja")), t).expect("write template");
     }
+    control_vector_seeds(&cv_dir);
     println!("seeds written under {}", dir.display());
+}
+
+/// Control vectors as `lvh directions --export` writes them (one, three and sparse layers,
+/// widths 32 and 576), and the same file with the optional `controlvector.model_hint` removed.
+fn control_vector_seeds(dir: &Path) {
+    use lvh::geometry::export::ControlVector;
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let shapes: [(&[usize], usize); 3] = [(&[1], 32), (&[1, 2, 3], 32), (&[5, 29], 576)];
+    for (i, (layers, d)) in shapes.into_iter().enumerate() {
+        let cv = ControlVector {
+            model_hint: "llama".into(),
+            layers: layers
+                .iter()
+                .map(|&l| (l, (0..d).map(|_| rng.gen_range(-1.0f32..1.0)).collect()))
+                .collect(),
+        };
+        cv.write(&dir.join(format!("lvh-{i}.gguf")))
+            .expect("write control vector seed");
+    }
+    // Without the model hint (repeng files of other versions omit it), written by candle.
+    let v: Vec<f32> = (0..32).map(|i| i as f32 / 32.0).collect();
+    let t = Tensor::from_vec(v, 32, &Device::Cpu).expect("tensor");
+    let q = QTensor::quantize(&t, GgmlDType::F32).expect("quantize");
+    let meta = [
+        (
+            "general.architecture",
+            Value::String("controlvector".into()),
+        ),
+        ("controlvector.layer_count", Value::U32(1)),
+    ];
+    let meta_refs: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (*k, v)).collect();
+    let mut f = std::fs::File::create(dir.join("no-hint.gguf")).expect("create");
+    gguf_file::write(&mut f, &meta_refs, &[("direction.4", &q)]).expect("write gguf");
 }
