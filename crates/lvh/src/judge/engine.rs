@@ -1,4 +1,5 @@
-//! The judge and the generation preference on a loaded model.
+//! The judge and the generation preference on a loaded model, or on any [`LogprobBackend`]
+//! (a model server: `crate::remote::RemoteBackend`).
 
 use lm_runtime::model::Model;
 use lm_runtime::score::{score_continuations, ContinuationScore};

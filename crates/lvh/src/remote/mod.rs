@@ -37,6 +37,12 @@
 //! (`choices[0].logprobs.{tokens, token_logprobs, top_logprobs}`) and the chat-style shape
 //! llama.cpp returns (`choices[0].logprobs.content[].top_logprobs[]`).
 //!
+//! # In the commands
+//! [`RemoteBackend`] is the judge's `LogprobBackend` over a client (`lvh judge`, `gap`,
+//! `sensitivity` with `--endpoint`); `lvh score` and `lvh run --generate` call the client
+//! directly. All of them send the token ids the local tokenizer makes of the locally rendered
+//! prompt, after [`check_tokenizer`] has compared the server's `/tokenize` on a probe.
+//!
 //! # Failures
 //! Each request has a timeout ([`RemoteError::Timeout`], not retried). Connection failures and
 //! HTTP 5xx/429 are retried `retries` times with exponential backoff (`backoff · 2^(attempt−1)`,
