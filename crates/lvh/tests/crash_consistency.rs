@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use candle_core::quantized::gguf_file::{self, Content, Value};
@@ -118,8 +119,19 @@ fn check_log(path: &Path) -> usize {
     n
 }
 
+/// Kills that left a temporary file of an unfinished atomic write behind (debris that the next
+/// run must sweep, or the final comparison fails).
+static KILLS_WITH_TEMP_FILES: AtomicUsize = AtomicUsize::new(0);
+
+fn count_temp_files(dir: &Path) {
+    if snapshot(dir).keys().any(|n| n.ends_with(".tmp")) {
+        KILLS_WITH_TEMP_FILES.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// What a killed attempt left behind, checked for torn files.
 fn check_extract_after_kill(dir: &Path) -> usize {
+    count_temp_files(dir);
     for (name, bytes) in snapshot(dir) {
         if name.ends_with(".safetensors") {
             safetensors::SafeTensors::deserialize(&bytes)
@@ -133,6 +145,7 @@ fn check_extract_after_kill(dir: &Path) -> usize {
 }
 
 fn check_judge_after_kill(out: &Path) -> usize {
+    count_temp_files(out.parent().unwrap());
     let manifest = out.with_file_name("labels.manifest.json");
     if let Ok(bytes) = std::fs::read(&manifest) {
         serde_json::from_slice::<serde_json::Value>(&bytes)
@@ -362,8 +375,13 @@ fn extract_killed_at_random_points_finishes_identical_to_an_uninterrupted_run() 
         },
     );
     eprintln!(
-        "extract: {} kills ({} with partial progress) in {} attempts; full run {:?}",
-        stats.kills, stats.partial, stats.attempts, full
+        "extract: {} kills ({} with partial progress) in {} attempts; full run {:?}; \
+         kills leaving temporary files (both tests): {}",
+        stats.kills,
+        stats.partial,
+        stats.attempts,
+        full,
+        KILLS_WITH_TEMP_FILES.load(Ordering::Relaxed)
     );
     assert!(stats.kills >= 12);
     assert!(
@@ -455,8 +473,13 @@ fn judge_killed_at_random_points_finishes_identical_to_an_uninterrupted_run() {
         },
     );
     eprintln!(
-        "judge: {} kills ({} with partial progress) in {} attempts; full run {:?}",
-        stats.kills, stats.partial, stats.attempts, full
+        "judge: {} kills ({} with partial progress) in {} attempts; full run {:?}; \
+         kills leaving temporary files (both tests): {}",
+        stats.kills,
+        stats.partial,
+        stats.attempts,
+        full,
+        KILLS_WITH_TEMP_FILES.load(Ordering::Relaxed)
     );
     assert!(stats.kills >= 12);
     assert!(
