@@ -12,6 +12,17 @@ GGUF file and, for every prompt, records:
     likely next tokens after the whole prompt as `{"id", "logprob"}`, from `/v1/completions` fed
     the token ids above (so tokenization cannot differ between the two calls).
 
+Options that make the reference more exact: --kv-type f32 keeps K/V in f32 (llama.cpp's default is
+f16, and with flash attention it casts K/V to f16 whatever the cache type), --flash-attn off.
+With --full-logprobs N the native `/completion` endpoint is asked for `n_probs` = N (the server
+returns up to the whole vocabulary; they are log-softmax of the raw logits, not post-sampling)
+and the N most likely are stored as `full_logprobs` (same layout as `top_logprobs`).
+
+--numpy-reference writes a second, independent reference instead (no llama.cpp needed): a plain
+numpy forward of a llama-architecture GGUF with the weights dequantized by the `gguf` package
+(f64 maths, adjacent-pair RoPE, grouped-query causal attention, SwiGLU), recording per prompt
+the last position's `resid_post` at --layers and the --top-logprobs most likely next tokens.
+
 Prompts come from a JSON file: a list of strings, or of objects with a "text" field (other fields,
 such as "name", are copied to the output). Output is JSON on stdout or in --out:
 
@@ -29,6 +40,8 @@ import json
 import os
 import sys
 import urllib.request
+
+import numpy as np
 
 
 def sha256_file(path):
@@ -58,19 +71,36 @@ def main():
     ap.add_argument("--top-logprobs", type=int, default=0, help="record the K most likely next tokens")
     ap.add_argument("--ctx", type=int, default=4096, help="context size")
     ap.add_argument("--threads", type=int, default=max(1, min(4, os.cpu_count() or 1)))
+    ap.add_argument("--kv-type", choices=["f16", "f32"], default="f16", help="K/V cache type")
+    ap.add_argument("--flash-attn", choices=["auto", "on", "off"], default="auto")
+    ap.add_argument("--full-logprobs", type=int, default=0,
+                    help="also record the N most likely next tokens via /completion n_probs")
+    ap.add_argument("--numpy-reference", action="store_true",
+                    help="independent numpy forward instead of llama.cpp (llama architecture only)")
+    ap.add_argument("--layers", default="0,9,19,29", help="--numpy-reference: resid_post layers")
+    ap.add_argument("--names", help="only these prompt names (comma-separated)")
     args = ap.parse_args()
+
+    if args.numpy_reference:
+        return numpy_reference(args)
 
     import xllamacpp as xlc  # imported late so --help works without it
 
     with open(args.prompts, encoding="utf-8") as f:
         prompts = json.load(f)
     prompts = [p if isinstance(p, dict) else {"text": p} for p in prompts]
+    if args.names:
+        prompts = [p for p in prompts if p.get("name") in args.names.split(",")]
 
     params = xlc.CommonParams()
     params.model.path = args.model
     params.n_ctx = args.ctx
     params.cpuparams.n_threads = args.threads
     params.cpuparams_batch.n_threads = args.threads
+    kv = {"f16": xlc.ggml_type.GGML_TYPE_F16, "f32": xlc.ggml_type.GGML_TYPE_F32}[args.kv_type]
+    params.cache_type_k = kv
+    params.cache_type_v = kv
+    params.flash_attn_type = {"auto": -1, "off": 0, "on": 1}[args.flash_attn]
     server = xlc.Server(params)
     base = server.listening_address
 
@@ -109,6 +139,22 @@ def main():
             else:
                 print(f"warning: no log-probs returned for prompt {p.get('name', p['text'][:30])!r}: "
                       f"{json.dumps(r)[:300]}", file=sys.stderr)
+        if args.full_logprobs > 0 and entry["ids"]:
+            for n_predict in (1, 4):
+                r = post(base, "/completion", {
+                    "prompt": entry["ids"],
+                    "n_predict": n_predict,
+                    "temperature": 0,
+                    "n_probs": args.full_logprobs,
+                    "cache_prompt": False,
+                })
+                probs = r.get("completion_probabilities") or []
+                if probs:
+                    break
+            if probs:
+                entry["full_logprobs"] = [
+                    {"id": t["id"], "logprob": t["logprob"]} for t in probs[0]["top_logprobs"]
+                ]
         results.append(entry)
 
     out = {
@@ -116,14 +162,129 @@ def main():
         "model_sha256": sha256_file(args.model),
         "llama_cpp": getattr(xlc, "__version__", None) or _version(),
         "add_special": add_special,
+        "kv_type": args.kv_type,
+        "flash_attn": args.flash_attn,
         "prompts": results,
     }
+    write(args, out)
+
+
+def write(args, out):
     text = json.dumps(out, ensure_ascii=False, indent=1) + "\n"
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
             f.write(text)
     else:
         sys.stdout.write(text)
+
+
+def numpy_reference(args):
+    """Independent f64 numpy forward of a llama GGUF (see the module docs)."""
+    import gguf
+
+    r = gguf.GGUFReader(args.model)
+    fields = r.fields
+
+    def val(key):
+        f = fields[key]
+        return f.parts[f.data[0]][0]
+
+    if bytes(fields["general.architecture"].parts[fields["general.architecture"].data[0]]) != b"llama":
+        raise SystemExit("--numpy-reference supports the llama architecture only")
+    n_layers = int(val("llama.block_count"))
+    d = int(val("llama.embedding_length"))
+    h = int(val("llama.attention.head_count"))
+    kvh = int(val("llama.attention.head_count_kv"))
+    eps = float(val("llama.attention.layer_norm_rms_epsilon"))
+    base = float(val("llama.rope.freq_base"))
+    hd = d // h
+    tensors = {t.name: t for t in r.tensors}
+
+    def mat(name):
+        t = tensors[name]
+        n, k = int(t.shape[1]), int(t.shape[0])  # GGUF lists ne0 (the row length) first
+        return gguf.quants.dequantize(np.asarray(t.data), t.tensor_type).reshape(n, k).astype(np.float64)
+
+    def vec(name):
+        return np.asarray(tensors[name].data, np.float64)
+
+    emb = mat("token_embd.weight")
+    out_w = mat("output.weight") if "output.weight" in tensors else emb
+    out_norm = vec("output_norm.weight")
+    blocks = []
+    for l in range(n_layers):
+        def w(s, l=l):
+            return f"blk.{l}.{s}.weight"
+        blocks.append({k: mat(w(k)) for k in
+                       ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")})
+        blocks[-1]["an"] = vec(w("attn_norm"))
+        blocks[-1]["fn"] = vec(w("ffn_norm"))
+
+    def rms(x, g):
+        return x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * g
+
+    theta = base ** (-2.0 * np.arange(hd // 2) / hd)
+
+    def rope(x, pos):  # [t, heads, hd], rotating adjacent pairs (GGUF llama layout)
+        a = pos[:, None] * theta[None]
+        c, s = np.cos(a)[:, None], np.sin(a)[:, None]
+        y = np.empty_like(x)
+        y[..., 0::2] = x[..., 0::2] * c - x[..., 1::2] * s
+        y[..., 1::2] = x[..., 0::2] * s + x[..., 1::2] * c
+        return y
+
+    layers = [int(x) for x in args.layers.split(",")]
+    with open(args.prompts, encoding="utf-8") as f:
+        prompts = json.load(f)
+    if isinstance(prompts, dict):  # a reference file of this script: reuse its token ids
+        prompts = prompts["prompts"]
+    results = []
+    for p in prompts:
+        if "ids" not in p:
+            raise SystemExit(f"{args.prompts}: --numpy-reference needs token ids (`ids`) per prompt")
+        if args.names and p.get("name") not in args.names.split(","):
+            continue
+        ids = p["ids"]
+        t = len(ids)
+        x = emb[ids]
+        pos = np.arange(t, dtype=np.float64)
+        mask = np.triu(np.full((t, t), -np.inf), 1)
+        resid = {}
+        for l, b in enumerate(blocks):
+            n = rms(x, b["an"])
+            q = rope((n @ b["attn_q"].T).reshape(t, h, hd), pos)
+            k = rope((n @ b["attn_k"].T).reshape(t, kvh, hd), pos)
+            v = (n @ b["attn_v"].T).reshape(t, kvh, hd)
+            k, v = np.repeat(k, h // kvh, axis=1), np.repeat(v, h // kvh, axis=1)
+            sc = np.einsum("thd,shd->hts", q, k) / np.sqrt(hd) + mask
+            sc = np.exp(sc - sc.max(-1, keepdims=True))
+            sc /= sc.sum(-1, keepdims=True)
+            x = x + np.einsum("hts,shd->thd", sc, v).reshape(t, h * hd) @ b["attn_output"].T
+            m = rms(x, b["fn"])
+            g = m @ b["ffn_gate"].T
+            x = x + (g / (1 + np.exp(-g)) * (m @ b["ffn_up"].T)) @ b["ffn_down"].T
+            if l in layers:
+                resid[str(l)] = [float(f"{v:.7g}") for v in x[-1]]
+        logits = rms(x[-1], out_norm) @ out_w.T
+        lp = logits - logits.max()
+        lp = lp - np.log(np.exp(lp).sum())
+        top = np.argsort(-lp)[: max(args.top_logprobs, 1)]
+        results.append({"name": p.get("name"), "ids": ids, "resid_post_last": resid,
+                        "top_logprobs": [{"id": int(i), "logprob": float(lp[i])} for i in top]})
+    write(args, {
+        "model": os.path.basename(args.model),
+        "model_sha256": sha256_file(args.model),
+        "reference": "numpy f64 forward, weights dequantized by gguf " + _pkg_version("gguf"),
+        "prompts": results,
+    })
+
+
+def _pkg_version(name):
+    try:
+        from importlib.metadata import version
+        return version(name)
+    except Exception:  # noqa: BLE001 - provenance only
+        return "?"
 
 
 def _version():

@@ -1,15 +1,36 @@
 //! Next-token log-probabilities against the real llama.cpp, from the reference fixtures that
 //! `scripts/llamacpp_reference.py` records (llama.cpp's tokenization and its top-20
-//! log-probabilities after each prompt). Runs when `LVH_TEST_MODEL` names
-//! SmolLM2-135M-Instruct.Q4_1.gguf and `LVH_TEST_GEMMA` gemma-3-270m-q4_k_m.gguf.
+//! log-probabilities after each prompt, with the server's defaults: f16 K/V cache, flash
+//! attention on). Runs when `LVH_TEST_MODEL` names SmolLM2-135M-Instruct.Q4_1.gguf and
+//! `LVH_TEST_GEMMA` gemma-3-270m-q4_k_m.gguf.
 //!
-//! Tolerances: llama.cpp rounds activations to 8-bit blocks before its quantized matmuls and
-//! keeps K/V in f16, so neither it nor this runtime is bit-close to exact f32 maths. Measured
-//! on this model, the top-20 log-probabilities of this runtime's quantized path and of its own
-//! f32-weight path correlate at 0.97–0.999 per prompt, the same spread as against llama.cpp,
-//! with differences up to ~0.3 nats. The checks are therefore: the top-1 token agrees whenever
-//! llama.cpp's own top-2 gap exceeds that noise, and per-prompt and mean Pearson bounds
-//! per model (SmolLM2: > 0.96 and > 0.99; Gemma 3 with its K-quants: > 0.88 and > 0.98). A wrong RoPE, mask or norm drives Pearson towards 0.
+//! Why Pearson over the top-20 stays near 0.994 and not 0.999 (SmolLM2, 21 prompts, measured
+//! with the server's full-vocabulary log-probs, `/completion` with `n_probs` = vocab size, which
+//! are log-softmax of the raw logits, not post-sampling values):
+//!
+//! * llama.cpp against itself: its default (flash attention, which casts K/V to f16 whatever
+//!   the cache type) against flash attention off with an f32 K/V cache gives top-20 Pearson mean
+//!   0.9949 (worst 0.974), full-vocabulary Pearson mean 0.99923 (worst 0.9986), mean KL 5e-3.
+//!   This model amplifies a 1e-4 relative perturbation of K/V into that much.
+//! * this runtime against llama.cpp: quantized path top-20 mean 0.9944 (worst 0.972), full
+//!   vocabulary mean 0.99926 (worst 0.9986), KL 5.7e-3; f32 path top-20 mean 0.9936, full
+//!   0.99916. Against the f32-K/V, no-flash-attention server the numbers are the same within
+//!   1e-3, so the f16 cache is not what separates us.
+//! * this runtime's f32 path against an independent f64 numpy forward of the same GGUF
+//!   (`tests/numpy_reference.rs`): residual stream relative L2 ≤ 6.4e-6 at every layer and
+//!   position, full-vocabulary Pearson 1 − 7e-12. The f32 forward is therefore exact; the rest
+//!   is 8-bit activation rounding: the quantized path (Q8_1 activations for Q4_1 weights, as
+//!   ggml) is 1–8 % off f32 in the residual stream and at KL 6e-3 from it, the same distance
+//!   as llama.cpp. A numpy emulation of ggml's Q8_1 rounding also lands at KL 5e-3 from
+//!   llama.cpp, and candle's Q8_1 block sum (`s` formed as f16(Σq)·f16(d) instead of
+//!   f16(d·Σq)) moves the layer-0 residual 0.6 % from that emulation: bit-level choices in
+//!   8-bit rounding decide the last 0.005 of Pearson, and no f32 or differently-rounded path
+//!   can reach 0.999 over 20 near-tied log-probs.
+//!
+//! The checks are therefore: the top-1 token agrees whenever llama.cpp's own top-2 gap
+//! exceeds that noise, and per-prompt and mean Pearson bounds per model (SmolLM2: worst
+//! above 0.96, mean above 0.99; Gemma 3 with its K-quants: worst above 0.88, mean above 0.98),
+//! at the spread llama.cpp shows against itself. A wrong RoPE, mask or norm drives Pearson towards 0.
 //!
 //! llama.cpp's server holds back a generated token that is an incomplete UTF-8 sequence and
 //! reports the distribution of a later position; prompts whose most likely next token is
