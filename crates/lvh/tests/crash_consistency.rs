@@ -7,6 +7,10 @@
 //! Canonical form: `summary.json` of an extract folder holds the statistics of the last
 //! invocation (seconds, throughput, peak RSS) and is left out of the comparison; every other
 //! file must be identical and no other file (a temporary file of a killed write) may remain.
+//!
+//! Also here, as it runs the same binary on the same model: `lvh extract --max-memory` picks the
+//! batch from its estimate, reports the estimate and peak RSS, and refuses a budget too small
+//! for one prompt before writing anything.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -487,4 +491,62 @@ fn judge_killed_at_random_points_finishes_identical_to_an_uninterrupted_run() {
         "only {} kills landed mid-run",
         stats.partial
     );
+}
+
+#[test]
+fn extract_fits_its_batch_to_max_memory_and_refuses_a_budget_too_small() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny.gguf");
+    write_tiny_chat_model(&model);
+    let data = contrast_file(tmp.path(), 6);
+    let run = |out: &str, budget: &str| {
+        Command::new(env!("CARGO_BIN_EXE_lvh"))
+            .args([
+                "extract",
+                "--model",
+                model.to_str().unwrap(),
+                "--contrast",
+                data.to_str().unwrap(),
+                "--pooling",
+                "mean",
+                "--batch",
+                "8",
+                "--shard-size",
+                "4",
+                "--json",
+                "--max-memory",
+                budget,
+                "--out",
+                tmp.path().join(out).to_str().unwrap(),
+            ])
+            .output()
+            .unwrap()
+    };
+    // About 0.7 MB per prompt on this model: 1 MiB holds one prompt, not two.
+    let o = run("one", "1M");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["batch"], 1, "{j}");
+    assert_eq!(j["shard_size"], 4);
+    assert_eq!(j["max_memory"]["budget_bytes"], 1 << 20);
+    let est = j["max_memory"]["estimate_bytes"].as_u64().unwrap();
+    assert!(est <= 1 << 20 && est > 1 << 18, "{j}");
+    assert!(j["max_memory"]["longest_prompt_tokens"].as_u64().unwrap() > 20);
+    assert!(j["peak_rss_bytes"].as_u64().unwrap() > 1 << 20);
+    // A roomy budget keeps the asked batch.
+    let o = run("roomy", "1G");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["batch"], 8, "{j}");
+    // Too small for even one prompt: refused before any work, naming budget and prompt.
+    let o = run("none", "1K");
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.starts_with(
+            "error: --max-memory 1.00 KiB: even a batch of 1 does not fit: the longest prompt ("
+        ) && err.contains("tokens) needs about"),
+        "{err}"
+    );
+    assert!(!tmp.path().join("none").exists());
 }
