@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""Runtime benchmark, all sides in one run, printing ratios (see bench/README.md, "Runtime").
+
+  1. lvh runtime (crates/lm-runtime/examples/runtime_bench.rs), once per weight mode, each in
+     its own process: capture-prefill of BATCH x SEQ seeded random ids recording every block's
+     resid_post at every position, the same prefill without capture, greedy decode, VmHWM;
+  2. PyTorch + transformers on the same GGUF (`gguf_file=`, weights dequantized to f32):
+     prefill of the same ids with output_hidden_states=True under torch.no_grad();
+  3. llama.cpp (xllamacpp's in-process server): greedy decode of the same number of tokens,
+     tokens/s from the server's own timings (`predicted_per_second`).
+
+Every side uses all cores (torch.set_num_threads(os.cpu_count()), rayon's default, the server's
+--threads). Missing python packages make that side print "skipped: ..." and the ratio n/a.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+
+
+def rust_side(binary, model, mode, batch, seq, decode, repeats):
+    out = subprocess.run([binary, model, mode, str(batch), str(seq), str(decode), str(repeats)],
+                         check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def torch_side(model, batch, seq, repeats, vocab_hi):
+    try:
+        import torch
+        from transformers import AutoModelForCausalLM
+    except ImportError as e:
+        return {"skipped": f"{e} (python3 -m pip install --user torch transformers gguf)"}
+    torch.set_num_threads(os.cpu_count() or 1)
+    t0 = time.perf_counter()
+    m = AutoModelForCausalLM.from_pretrained(os.path.dirname(os.path.abspath(model)) or ".",
+                                             gguf_file=os.path.basename(model),
+                                             torch_dtype=torch.float32)
+    m.eval()
+    load_s = time.perf_counter() - t0
+    rng = np.random.default_rng(7)
+    ids = torch.tensor(rng.integers(100, vocab_hi, size=(batch, seq)), dtype=torch.long)
+    best = float("inf")
+    with torch.no_grad():
+        m(ids[:, :16], output_hidden_states=True)  # warm-up
+        for _ in range(repeats):
+            t = time.perf_counter()
+            out = m(ids, output_hidden_states=True)
+            best = min(best, time.perf_counter() - t)
+            assert len(out.hidden_states) == m.config.num_hidden_layers + 1
+    return {"torch": torch.__version__, "load_s": load_s, "prefill_capture_s": best,
+            "prefill_capture_tok_s": batch * seq / best}
+
+
+def llamacpp_side(model, decode, threads):
+    try:
+        import xllamacpp as xlc
+    except ImportError as e:
+        return {"skipped": f"{e} (python3 -m pip install --user xllamacpp)"}
+    p = xlc.CommonParams()
+    p.model.path = model
+    p.n_ctx = 1024
+    p.cpuparams.n_threads = threads
+    p.cpuparams_batch.n_threads = threads
+    server = xlc.Server(p)
+    base = server.listening_address
+
+    def post(obj):
+        req = urllib.request.Request(base + "/completion", data=json.dumps(obj).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=600) as r:
+            return json.loads(r.read())
+
+    rng = np.random.default_rng(8)
+    prompt = [int(x) for x in rng.integers(100, 32000, size=16)]
+    req = {"prompt": prompt, "n_predict": decode, "temperature": 0, "ignore_eos": True,
+           "cache_prompt": False}
+    post(dict(req, n_predict=4))  # warm-up
+    timings = post(req)["timings"]
+    del server
+    return {"decode_tok_s": timings["predicted_per_second"], "decode_tokens": timings["predicted_n"]}
+
+
+def ratio(a, b):
+    return f"{a / b:.2f}x" if a and b else "n/a"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--bin", required=True, help="runtime_bench example binary")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--decode", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--modes", default="f32,quantized")
+    ap.add_argument("--json", help="also write all raw numbers here")
+    args = ap.parse_args()
+    cores = os.cpu_count() or 1
+    load = os.getloadavg()[0]
+    res = {"cores": cores, "loadavg_start": load}
+    for mode in args.modes.split(","):
+        print(f"lvh {mode} ...", file=sys.stderr, flush=True)
+        res[mode] = rust_side(args.bin, args.model, mode, args.batch, args.seq, args.decode, args.repeats)
+    print("transformers ...", file=sys.stderr, flush=True)
+    res["torch"] = torch_side(args.model, args.batch, args.seq, args.repeats, 32000)
+    print("llama.cpp ...", file=sys.stderr, flush=True)
+    res["llamacpp"] = llamacpp_side(args.model, args.decode, cores)
+    res["loadavg_end"] = os.getloadavg()[0]
+    model_bytes = os.path.getsize(args.model)
+
+    tq = res["torch"].get("prefill_capture_tok_s")
+    ld = res["llamacpp"].get("decode_tok_s")
+    print(f"\nmodel {os.path.basename(args.model)} ({model_bytes / 2**20:.1f} MiB), batch {args.batch} x {args.seq}, "
+          f"decode {args.decode}, {cores} cores, load average {load:.1f} -> {res['loadavg_end']:.1f}")
+    for side in ("torch", "llamacpp"):
+        if "skipped" in res[side]:
+            print(f"{side}: skipped: {res[side]['skipped']}")
+    hdr = ("weights", "capture tok/s", "vs transformers", "plain tok/s", "capture overhead",
+           "decode tok/s", "vs llama.cpp", "peak RSS MiB", "RSS budget MiB")
+    print("| " + " | ".join(hdr) + " |")
+    print("|" + "---|" * len(hdr))
+    for mode in args.modes.split(","):
+        r = res[mode]
+        rss = (r["peak_rss_kib"] or 0) / 1024
+        budget = (2 * model_bytes + r["capture_bytes"]) / 2**20
+        print(f"| lvh {mode} | {r['prefill_capture_tok_s']:.0f} | {ratio(r['prefill_capture_tok_s'], tq)} | "
+              f"{r['prefill_plain_tok_s']:.0f} | {100 * r['capture_overhead']:+.1f}% | {r['decode_tok_s']:.1f} | "
+              f"{ratio(r['decode_tok_s'], ld)} | {rss:.0f} | {budget:.0f} |")
+    if tq:
+        print(f"| transformers {res['torch']['torch']} (f32) | {tq:.0f} | 1.00x | | | | | | |")
+    if ld:
+        print(f"| llama.cpp (xllamacpp) | | | | | {ld:.1f} | 1.00x | | |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
