@@ -146,10 +146,37 @@ fn matching_runs_render_together() {
         .find(|f| f["name"] == "summary.json")
         .unwrap();
     assert_eq!(summary["json"]["peak_rss_bytes"], 123456789u64);
-    // The output file names a run too; HTML goes to stdout without --out.
+    // The output file names a run too; HTML goes to stdout without --out. Only the files of
+    // that output belong to it (`labels.v2.*` is another run's, `labels.jsonl` not `labels.v2`'s).
+    std::fs::copy(
+        judge_dir.join("labels.jsonl"),
+        judge_dir.join("labels.v2.jsonl"),
+    )
+    .unwrap();
+    std::fs::copy(
+        judge_dir.join("labels.manifest.json"),
+        judge_dir.join("labels.v2.manifest.json"),
+    )
+    .unwrap();
     let (ok, stdout, err) = lvh(&[&judge_dir.join("labels.jsonl")], &[]);
     assert!(ok, "{err}");
-    assert!(stdout.starts_with("<!DOCTYPE html>") && stdout.contains("labels.jsonl"));
+    assert!(stdout.starts_with("<!DOCTYPE html>") && stdout.contains("labels.jsonl <small>"));
+    assert!(!stdout.contains("labels.v2.jsonl"));
+    let (ok, stdout, err) = lvh(&[&judge_dir.join("labels.v2.jsonl")], &["--json"]);
+    assert!(ok, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let names: Vec<&str> = j["runs"][0]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["labels.v2.jsonl"]);
+    // The folder holds both runs.
+    let (ok, stdout, err) = lvh(&[&judge_dir], &["--json"]);
+    assert!(ok, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(j["runs"].as_array().unwrap().len(), 2);
 }
 
 #[test]

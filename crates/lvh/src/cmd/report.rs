@@ -102,11 +102,34 @@ fn beside_manifest(manifest_path: &Path) -> Result<SavedRun> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let files = sorted_files(dir)?
+    let all = sorted_files(dir)?;
+    let name_of = |p: &Path| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("")
+            .to_owned()
+    };
+    // Stems of every output in the folder: `labels.v2.jsonl` belongs to `labels.v2`, not to
+    // `labels`, when both have a manifest.
+    let stems: Vec<String> = all
+        .iter()
+        .filter_map(|p| name_of(p).strip_suffix(".manifest.json").map(str::to_owned))
+        .collect();
+    let owner = |n: &str| {
+        stems
+            .iter()
+            .filter(|s| {
+                n.strip_prefix(s.as_str())
+                    .is_some_and(|rest| rest.starts_with('.'))
+            })
+            .max_by_key(|s| s.len())
+            .cloned()
+    };
+    let files = all
         .into_iter()
         .filter(|p| {
-            let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            n != name && n.split('.').next() == Some(stem)
+            let n = name_of(p);
+            !n.ends_with(".manifest.json") && owner(&n).as_deref() == Some(stem)
         })
         .collect();
     Ok(SavedRun {
