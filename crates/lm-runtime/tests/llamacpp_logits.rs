@@ -28,9 +28,9 @@
 //!   can reach 0.999 over 20 near-tied log-probs.
 //!
 //! The checks are therefore: the top-1 token agrees whenever llama.cpp's own top-2 gap
-//! exceeds that noise, and per-prompt and mean Pearson bounds per model (SmolLM2: worst
-//! above 0.96, mean above 0.99; Gemma 3 with its K-quants: worst above 0.88, mean above 0.98),
-//! at the spread llama.cpp shows against itself. A wrong RoPE, mask or norm drives Pearson towards 0.
+//! exceeds that noise, and per-prompt and mean Pearson bounds per model just under the
+//! measured values (SmolLM2: worst above 0.965, mean above 0.992; Gemma 3 with its K-quants:
+//! worst above 0.895, mean above 0.985), the spread llama.cpp shows against itself. A wrong RoPE, mask or norm drives Pearson towards 0.
 //!
 //! llama.cpp's server holds back a generated token that is an incomplete UTF-8 sequence and
 //! reports the distribution of a later position; prompts whose most likely next token is
@@ -173,10 +173,12 @@ fn smollm2_matches_llama_cpp() {
         "LVH_TEST_MODEL",
         "tokenizer_reference_smollm2.json",
         "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        // Measured against this fixture: quantized worst 0.9721, mean 0.9944; f32 worst 0.9696,
+        // mean 0.9936.
         &Tolerance {
             noise: 0.3,
-            worst: 0.96,
-            mean: 0.99,
+            worst: 0.965,
+            mean: 0.992,
         },
     );
 }
@@ -187,11 +189,12 @@ fn gemma3_matches_llama_cpp() {
         "LVH_TEST_GEMMA",
         "tokenizer_reference_gemma3.json",
         "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
-        // Q4_K/Q5_0/Q6_K weights: measured |Δ log-prob| up to 0.63, Pearson 0.90–0.999.
+        // Q4_K/Q5_0/Q6_K weights: measured |Δ log-prob| up to 0.63; quantized worst 0.9034,
+        // mean 0.9873; f32 worst 0.9157, mean 0.9886.
         &Tolerance {
             noise: 0.65,
-            worst: 0.88,
-            mean: 0.98,
+            worst: 0.895,
+            mean: 0.985,
         },
     );
 }
