@@ -14,7 +14,7 @@
 
 use std::path::Path;
 
-use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
 use super::{Batch, KvCache, ModelError};
@@ -55,8 +55,8 @@ struct Block {
 #[derive(Debug)]
 pub struct Model {
     cfg: ModelConfig,
-    /// `[vocab, d_model]` f32, for the embedding lookup.
-    embed: Tensor,
+    /// Token embeddings `[vocab, d_model]`, for the row lookup.
+    embed: Embedding,
     blocks: Vec<Block>,
     final_norm: Tensor,
     /// Unembedding `[vocab, d_model]` (the embedding matrix when tied).
@@ -65,6 +65,78 @@ pub struct Model {
     rope: (Tensor, Tensor),
     rope_local: (Tensor, Tensor),
     device: Device,
+}
+
+/// The embedding table: dense f32, or (quantized mode, CPU) the file's quantized rows,
+/// dequantized per lookup so that the largest matrix is not held a second time in f32.
+#[derive(Debug)]
+enum Embedding {
+    Dense(Tensor),
+    Quantized {
+        /// Raw blocks, row after row.
+        data: Vec<u8>,
+        dtype: GgmlDType,
+        /// Bytes per row.
+        row_bytes: usize,
+        d_model: usize,
+    },
+}
+
+impl Embedding {
+    fn new(
+        q: &QTensor,
+        d_model: usize,
+        mode: WeightMode,
+        device: &Device,
+    ) -> Result<Self, ModelError> {
+        let dtype = q.dtype();
+        let quantized = mode == WeightMode::Quantized
+            && device.is_cpu()
+            && !matches!(dtype, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16)
+            && d_model % dtype.block_size() == 0;
+        if !quantized {
+            return Ok(Self::Dense(q.dequantize(device)?));
+        }
+        Ok(Self::Quantized {
+            data: q.data()?.into_owned(),
+            dtype,
+            row_bytes: d_model / dtype.block_size() * dtype.type_size(),
+            d_model,
+        })
+    }
+
+    /// Rows `ids` (all `< vocab`, checked by the caller) as f32 `[ids.len(), d_model]`.
+    fn lookup(&self, ids: &[u32], device: &Device) -> Result<Tensor, ModelError> {
+        match self {
+            Self::Dense(t) => Ok(t.index_select(&Tensor::new(ids, device)?, 0)?),
+            Self::Quantized {
+                data,
+                dtype,
+                row_bytes,
+                d_model,
+            } => {
+                // Dequantize each distinct id once, then gather.
+                let mut distinct: Vec<u32> = ids.to_vec();
+                distinct.sort_unstable();
+                distinct.dedup();
+                let mut bytes = Vec::with_capacity(distinct.len() * row_bytes);
+                for &id in &distinct {
+                    let start = id as usize * row_bytes;
+                    bytes.extend_from_slice(&data[start..start + row_bytes]);
+                }
+                // Borrowed on purpose: candle 0.9's `from_data` reinterprets the slice in place
+                // and copies it, and an owned buffer would be dropped before that copy.
+                let storage =
+                    QStorage::from_data(std::borrow::Cow::Borrowed(&bytes), device, *dtype)?;
+                let rows = QTensor::new(storage, (distinct.len(), *d_model))?.dequantize(device)?;
+                let at: Vec<u32> = ids
+                    .iter()
+                    .map(|id| distinct.binary_search(id).map_or(0, |i| i as u32))
+                    .collect();
+                Ok(rows.index_select(&Tensor::new(at.as_slice(), device)?, 0)?)
+            }
+        }
+    }
 }
 
 /// Per-call facts shared by every block.
@@ -113,11 +185,11 @@ impl Model {
         };
         let vec = |file: &mut GgufFile, name: &str| vec_n(file, name, d);
         let embd_q = file.tensor("token_embd.weight", &[cfg.vocab_size, d], device)?;
-        let embed = embd_q.dequantize(device)?;
+        let embed = Embedding::new(&embd_q, d, mode, device)?;
         let output = if cfg.tied_embeddings {
-            match mode {
-                WeightMode::Quantized => QMatMul::from_qtensor(embd_q)?,
-                WeightMode::F32 => QMatMul::Tensor(embed.clone()),
+            match &embed {
+                Embedding::Dense(t) if mode == WeightMode::F32 => QMatMul::Tensor(t.clone()),
+                _ => QMatMul::from_qtensor(embd_q)?,
             }
         } else {
             mm(file.tensor("output.weight", &[cfg.vocab_size, d], device)?)?
@@ -250,10 +322,9 @@ impl Model {
             interventions,
         };
 
-        let ids = Tensor::from_vec(ids, b * t, &self.device)?;
         let x = self
             .embed
-            .index_select(&ids, 0)?
+            .lookup(&ids, &self.device)?
             .reshape((b, t, cfg.d_model))?;
         let x = if cfg.embed_scale == 1.0 {
             x
@@ -508,4 +579,33 @@ fn rope_table(
         Tensor::from_vec(cos, (ctx, half), device)?,
         Tensor::from_vec(sin, (ctx, half), device)?,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The quantized table's per-lookup dequantization gives exactly the rows of the dense,
+    /// once-dequantized table (repeated and unsorted ids included).
+    #[test]
+    fn quantized_embedding_rows_equal_dense_rows() {
+        let dev = Device::Cpu;
+        let vals: Vec<f32> = (0..64 * 96)
+            .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * (1.0 + (i % 13) as f32))
+            .collect();
+        let w = Tensor::from_vec(vals, (64, 96), &dev).unwrap();
+        for dtype in [GgmlDType::Q8_0, GgmlDType::Q4_1] {
+            let q = QTensor::quantize(&w, dtype).unwrap();
+            let dense = Embedding::new(&q, 96, WeightMode::F32, &dev).unwrap();
+            let quant = Embedding::new(&q, 96, WeightMode::Quantized, &dev).unwrap();
+            assert!(matches!(quant, Embedding::Quantized { .. }));
+            let ids = [5u32, 3, 5, 63, 0, 17];
+            let a: Vec<Vec<f32>> = dense.lookup(&ids, &dev).unwrap().to_vec2().unwrap();
+            let b: Vec<Vec<f32>> = quant.lookup(&ids, &dev).unwrap().to_vec2().unwrap();
+            assert_eq!(a, b, "{dtype:?}");
+            let full: Vec<Vec<f32>> = q.dequantize(&dev).unwrap().to_vec2().unwrap();
+            assert_eq!(b[3], full[63]);
+            assert_ne!(b[0], b[1]);
+        }
+    }
 }
