@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
 
-use candle_core::quantized::gguf_file::{self, Content, Value};
 use candle_core::{Device, Tensor};
 use lm_runtime::model::random::RandomLlama;
 use lvh::analyze::forward::{judge_pair_under, locate_responses, token_span};
@@ -222,65 +221,15 @@ fn twin_subsample_keeps_twins_together_and_is_seeded() {
 // ---------------------------------------------------------------------------------------------
 // A tiny random llama with a byte-level vocabulary and a ChatML template.
 
-const CHATML: &str = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
-
-fn byte_char(b: u8) -> char {
-    let printable = |b: u8| (b'!'..=b'~').contains(&b) || (0xA1..=0xAC).contains(&b) || b >= 0xAE;
-    if printable(b) {
-        b as char
-    } else {
-        char::from_u32(256 + (0..b).filter(|&x| !printable(x)).count() as u32).unwrap()
-    }
-}
-
+/// A random 4-layer chat model over a byte-level vocabulary with a ChatML template.
 fn write_tiny(path: &Path) {
-    let raw = path.with_extension("raw.gguf");
     RandomLlama {
         n_layers: 4,
-        vocab: 258,
         context: 2048,
         ..RandomLlama::default()
     }
-    .write(&raw, &mut ChaCha8Rng::seed_from_u64(11))
+    .write_chat(path, &mut ChaCha8Rng::seed_from_u64(11))
     .unwrap();
-    let mut f = std::fs::File::open(&raw).unwrap();
-    let content = Content::read(&mut f).unwrap();
-    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
-    names.sort();
-    let tensors: Vec<(String, _)> = names
-        .iter()
-        .map(|n| {
-            (
-                (*n).clone(),
-                content.tensor(&mut f, n, &Device::Cpu).unwrap(),
-            )
-        })
-        .collect();
-    let mut tokens: Vec<Value> = (0..=255u8)
-        .map(|b| Value::String(byte_char(b).to_string()))
-        .collect();
-    tokens.push(Value::String("<|im_start|>".into()));
-    tokens.push(Value::String("<|im_end|>".into()));
-    let mut types = vec![Value::I32(1); 256];
-    types.extend([Value::I32(3), Value::I32(3)]);
-    let mut meta: Vec<(String, Value)> = content.metadata.clone().into_iter().collect();
-    meta.extend([
-        ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
-        ("tokenizer.ggml.pre".into(), Value::String("smollm".into())),
-        ("tokenizer.ggml.tokens".into(), Value::Array(tokens)),
-        ("tokenizer.ggml.token_type".into(), Value::Array(types)),
-        ("tokenizer.ggml.merges".into(), Value::Array(Vec::new())),
-        ("tokenizer.ggml.add_bos_token".into(), Value::Bool(false)),
-        ("tokenizer.ggml.eos_token_id".into(), Value::U32(257)),
-        (
-            "tokenizer.chat_template".into(),
-            Value::String(CHATML.into()),
-        ),
-    ]);
-    let meta_refs: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let t_refs: Vec<(&str, &_)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let mut out = std::fs::File::create(path).unwrap();
-    gguf_file::write(&mut out, &meta_refs, &t_refs).unwrap();
 }
 
 #[test]

@@ -18,74 +18,19 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use candle_core::quantized::gguf_file::{self, Content, Value};
-use candle_core::Device;
 use lm_runtime::model::random::RandomLlama;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-const CHATML: &str = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
-
-/// GPT-2 byte encoder: printable bytes map to themselves, the rest to U+0100 onwards.
-fn byte_char(b: u8) -> char {
-    let printable = |b: u8| (b'!'..=b'~').contains(&b) || (0xA1..=0xAC).contains(&b) || b >= 0xAE;
-    if printable(b) {
-        b as char
-    } else {
-        char::from_u32(256 + (0..b).filter(|&x| !printable(x)).count() as u32).unwrap()
-    }
-}
-
 /// A random 3-layer llama with a byte-level vocabulary (ids 0..256 the bytes, then
 /// `<|im_start|>`, `<|im_end|>`) and a ChatML template: loads like a real chat model.
 fn write_tiny_chat_model(path: &Path) {
-    let raw = path.with_extension("raw.gguf");
     RandomLlama {
-        vocab: 258,
         context: 2048,
         ..RandomLlama::default()
     }
-    .write(&raw, &mut ChaCha8Rng::seed_from_u64(5))
+    .write_chat(path, &mut ChaCha8Rng::seed_from_u64(5))
     .unwrap();
-    let mut f = std::fs::File::open(&raw).unwrap();
-    let content = Content::read(&mut f).unwrap();
-    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
-    names.sort();
-    let tensors: Vec<(String, _)> = names
-        .iter()
-        .map(|n| {
-            (
-                (*n).clone(),
-                content.tensor(&mut f, n, &Device::Cpu).unwrap(),
-            )
-        })
-        .collect();
-    let mut tokens: Vec<Value> = (0..=255u8)
-        .map(|b| Value::String(byte_char(b).to_string()))
-        .collect();
-    tokens.push(Value::String("<|im_start|>".into()));
-    tokens.push(Value::String("<|im_end|>".into()));
-    let mut types = vec![Value::I32(1); 256];
-    types.extend([Value::I32(3), Value::I32(3)]);
-    let mut meta: Vec<(String, Value)> = content.metadata.clone().into_iter().collect();
-    meta.extend([
-        ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
-        ("tokenizer.ggml.pre".into(), Value::String("smollm".into())),
-        ("tokenizer.ggml.tokens".into(), Value::Array(tokens)),
-        ("tokenizer.ggml.token_type".into(), Value::Array(types)),
-        ("tokenizer.ggml.merges".into(), Value::Array(Vec::new())),
-        ("tokenizer.ggml.add_bos_token".into(), Value::Bool(false)),
-        ("tokenizer.ggml.eos_token_id".into(), Value::U32(257)),
-        (
-            "tokenizer.chat_template".into(),
-            Value::String(CHATML.into()),
-        ),
-    ]);
-    let meta_refs: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let t_refs: Vec<(&str, &_)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let mut out = std::fs::File::create(path).unwrap();
-    gguf_file::write(&mut out, &meta_refs, &t_refs).unwrap();
-    std::fs::remove_file(&raw).unwrap();
 }
 
 /// Every file under `dir` (relative name → bytes).

@@ -7,9 +7,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
 
-use candle_core::quantized::gguf_file::{self, Content, Value, VersionedMagic};
-use candle_core::Device;
-use lm_runtime::model::random::RandomLlama;
+use candle_core::quantized::gguf_file::{Content, VersionedMagic};
+use lm_runtime::model::random::{byte_chat_metadata, RandomLlama, CHATML};
 use lm_runtime::model::{Model, WeightMode};
 use lm_runtime::template::{ChatTemplate, PromptFormat};
 use lm_runtime::tokenizer::Tokenizer;
@@ -20,54 +19,10 @@ use lvh::judge::{Judge, JudgeConfig, JudgeError, JudgePrompter, ANSWER_PREFIX};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-const CHATML: &str = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
-
-/// GPT-2 byte encoder: printable bytes map to themselves.
-fn byte_char(b: u8) -> char {
-    let printable = |b: u8| (b'!'..=b'~').contains(&b) || (0xA1..=0xAC).contains(&b) || b >= 0xAE;
-    if printable(b) {
-        b as char
-    } else {
-        char::from_u32(256 + (0..b).filter(|&x| !printable(x)).count() as u32).unwrap()
-    }
-}
-
-fn strs(v: &[String]) -> Value {
-    Value::Array(v.iter().map(|s| Value::String(s.clone())).collect())
-}
-
-/// Tokenizer metadata: ids 0..256 the byte symbols, then `<|im_start|>`, `<|im_end|>`
-/// (control), then merge results.
-fn vocab_metadata(merges: &[&str]) -> Vec<(String, Value)> {
-    let mut tokens: Vec<String> = (0..=255u8).map(|b| byte_char(b).to_string()).collect();
-    tokens.push("<|im_start|>".into());
-    tokens.push("<|im_end|>".into());
-    for m in merges {
-        tokens.push(m.replacen(' ', "", 1));
-    }
-    let mut types = vec![Value::I32(1); 256];
-    types.extend([Value::I32(3), Value::I32(3)]);
-    types.extend(std::iter::repeat(Value::I32(1)).take(merges.len()));
-    let merges: Vec<String> = merges.iter().map(|s| s.to_string()).collect();
-    vec![
-        ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
-        ("tokenizer.ggml.pre".into(), Value::String("smollm".into())),
-        ("tokenizer.ggml.tokens".into(), strs(&tokens)),
-        ("tokenizer.ggml.token_type".into(), Value::Array(types)),
-        ("tokenizer.ggml.merges".into(), strs(&merges)),
-        ("tokenizer.ggml.add_bos_token".into(), Value::Bool(false)),
-        ("tokenizer.ggml.eos_token_id".into(), Value::U32(257)),
-        (
-            "tokenizer.chat_template".into(),
-            Value::String(CHATML.into()),
-        ),
-    ]
-}
-
 fn tokenizer(merges: &[&str]) -> Tokenizer {
     let c = Content {
         magic: VersionedMagic::GgufV3,
-        metadata: vocab_metadata(merges)
+        metadata: byte_chat_metadata(merges)
             .into_iter()
             .collect::<HashMap<_, _>>(),
         tensor_infos: HashMap::new(),
@@ -83,33 +38,12 @@ fn chatml() -> PromptFormat {
 /// A random llama with the 258-token vocabulary, written as a complete GGUF (weights,
 /// tokenizer and chat template) so the `lvh` binary can load it.
 fn write_tiny(path: &Path, seed: u64) {
-    let raw = path.with_extension("raw.gguf");
-    let spec = RandomLlama {
-        vocab: 258,
+    RandomLlama {
         context: 2048,
         ..RandomLlama::default()
-    };
-    spec.write(&raw, &mut ChaCha8Rng::seed_from_u64(seed))
-        .unwrap();
-    let mut f = std::fs::File::open(&raw).unwrap();
-    let content = Content::read(&mut f).unwrap();
-    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
-    names.sort();
-    let tensors: Vec<(String, _)> = names
-        .iter()
-        .map(|n| {
-            (
-                (*n).clone(),
-                content.tensor(&mut f, n, &Device::Cpu).unwrap(),
-            )
-        })
-        .collect();
-    let mut meta: Vec<(String, Value)> = content.metadata.clone().into_iter().collect();
-    meta.extend(vocab_metadata(&[]));
-    let meta_refs: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let t_refs: Vec<(&str, &_)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let mut out = std::fs::File::create(path).unwrap();
-    gguf_file::write(&mut out, &meta_refs, &t_refs).unwrap();
+    }
+    .write_chat(path, &mut ChaCha8Rng::seed_from_u64(seed))
+    .unwrap();
 }
 
 fn tiny_model() -> (tempfile::TempDir, Model) {

@@ -9,12 +9,9 @@
 //!   `b_pos = 0.5` exactly;
 //! * every other forced token `t`: `log p(t) = −0.25` for a lowercase ASCII letter, else `−1.0`.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use candle_core::quantized::gguf_file::{self, Content, Value};
-use candle_core::Device;
 use lm_runtime::model::random::RandomLlama;
 use lvh::judge::ANSWER_PREFIX;
 use lvh::remote::mock::{MockResponse, MockServer, Recorded};
@@ -22,72 +19,17 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value as Json};
 
-const CHATML: &str = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
 const SPECIALS: [&str; 2] = ["<|im_start|>", "<|im_end|>"];
 
-/// GPT-2 byte encoder: printable bytes map to themselves.
-fn byte_char(b: u8) -> char {
-    let printable = |b: u8| (b'!'..=b'~').contains(&b) || (0xA1..=0xAC).contains(&b) || b >= 0xAE;
-    if printable(b) {
-        b as char
-    } else {
-        char::from_u32(256 + (0..b).filter(|&x| !printable(x)).count() as u32).unwrap()
-    }
-}
-
-fn strs(v: &[String]) -> Value {
-    Value::Array(v.iter().map(|s| Value::String(s.clone())).collect())
-}
-
-fn vocab_metadata() -> Vec<(String, Value)> {
-    let mut tokens: Vec<String> = (0..=255u8).map(|b| byte_char(b).to_string()).collect();
-    tokens.extend(SPECIALS.iter().map(|s| (*s).to_owned()));
-    let mut types = vec![Value::I32(1); 256];
-    types.extend([Value::I32(3), Value::I32(3)]);
-    vec![
-        ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
-        ("tokenizer.ggml.pre".into(), Value::String("smollm".into())),
-        ("tokenizer.ggml.tokens".into(), strs(&tokens)),
-        ("tokenizer.ggml.token_type".into(), Value::Array(types)),
-        ("tokenizer.ggml.merges".into(), strs(&[])),
-        ("tokenizer.ggml.add_bos_token".into(), Value::Bool(false)),
-        ("tokenizer.ggml.eos_token_id".into(), Value::U32(257)),
-        (
-            "tokenizer.chat_template".into(),
-            Value::String(CHATML.into()),
-        ),
-    ]
-}
-
-/// A random llama with the 258-token vocabulary as a complete GGUF (so the same file also runs
-/// locally).
+/// A random llama with the 258-token byte vocabulary and a ChatML template as a complete GGUF
+/// (so the same file also runs locally).
 fn write_tiny(path: &Path) {
-    let raw = path.with_extension("raw.gguf");
-    let spec = RandomLlama {
-        vocab: 258,
+    RandomLlama {
         context: 2048,
         ..RandomLlama::default()
-    };
-    spec.write(&raw, &mut ChaCha8Rng::seed_from_u64(5)).unwrap();
-    let mut f = std::fs::File::open(&raw).unwrap();
-    let content = Content::read(&mut f).unwrap();
-    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
-    names.sort();
-    let tensors: Vec<(String, _)> = names
-        .iter()
-        .map(|n| {
-            (
-                (*n).clone(),
-                content.tensor(&mut f, n, &Device::Cpu).unwrap(),
-            )
-        })
-        .collect();
-    let mut meta: HashMap<String, Value> = content.metadata.clone();
-    meta.extend(vocab_metadata());
-    let meta_refs: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let t_refs: Vec<(&str, &_)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let mut out = std::fs::File::create(path).unwrap();
-    gguf_file::write(&mut out, &meta_refs, &t_refs).unwrap();
+    }
+    .write_chat(path, &mut ChaCha8Rng::seed_from_u64(5))
+    .unwrap();
 }
 
 /// The byte vocabulary's tokenization (control tokens parsed), as the mock's `/tokenize`.

@@ -48,13 +48,92 @@ impl Default for RandomLlama {
     }
 }
 
+/// ChatML in its minimal form (the template family of SmolLM2 and many chat models).
+pub const CHATML: &str = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+
+/// Id of `<|im_start|>` in [`byte_chat_metadata`]'s vocabulary.
+pub const IM_START: u32 = 256;
+/// Id of `<|im_end|>` (the end-of-sequence token) in [`byte_chat_metadata`]'s vocabulary.
+pub const IM_END: u32 = 257;
+
+/// The GPT-2 byte encoder: printable bytes map to themselves, the others to U+0100 onwards in
+/// byte order (the symbols byte-level BPE vocabularies store).
+pub fn byte_char(b: u8) -> char {
+    let printable = |b: u8| (b'!'..=b'~').contains(&b) || (0xA1..=0xAC).contains(&b) || b >= 0xAE;
+    if printable(b) {
+        b as char
+    } else {
+        char::from_u32(256 + (0..b).filter(|&x| !printable(x)).count() as u32)
+            .expect("at most 68 non-printable bytes")
+    }
+}
+
+/// Tokenizer and chat-template metadata of a byte-level chat vocabulary, as a SmolLM2-style
+/// GGUF stores it: ids `0..256` are the bytes (GPT-2 byte symbols), then `<|im_start|>`
+/// ([`IM_START`]) and `<|im_end|>` ([`IM_END`], end of sequence) as control tokens, then one
+/// token per merge (`"a b"` makes `"ab"`); no BOS, the [`CHATML`] template. A [`RandomLlama`]
+/// with `vocab = 258 + merges.len()` written with this metadata loads like a real chat model.
+pub fn byte_chat_metadata(merges: &[&str]) -> Vec<(String, Value)> {
+    let strs = |v: Vec<String>| Value::Array(v.into_iter().map(Value::String).collect());
+    let mut tokens: Vec<String> = (0..=255u8).map(|b| byte_char(b).to_string()).collect();
+    tokens.push("<|im_start|>".into());
+    tokens.push("<|im_end|>".into());
+    tokens.extend(merges.iter().map(|m| m.replacen(' ', "", 1)));
+    let mut types = vec![Value::I32(1); 256];
+    types.extend([Value::I32(3), Value::I32(3)]);
+    types.extend(std::iter::repeat(Value::I32(1)).take(merges.len()));
+    vec![
+        ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
+        ("tokenizer.ggml.pre".into(), Value::String("smollm".into())),
+        ("tokenizer.ggml.tokens".into(), strs(tokens)),
+        ("tokenizer.ggml.token_type".into(), Value::Array(types)),
+        (
+            "tokenizer.ggml.merges".into(),
+            strs(merges.iter().map(|s| s.to_string()).collect()),
+        ),
+        ("tokenizer.ggml.add_bos_token".into(), Value::Bool(false)),
+        ("tokenizer.ggml.eos_token_id".into(), Value::U32(IM_END)),
+        (
+            "tokenizer.chat_template".into(),
+            Value::String(CHATML.into()),
+        ),
+    ]
+}
+
 impl RandomLlama {
+    /// A random chat model over [`byte_chat_metadata`]'s vocabulary (no merges) with this
+    /// architecture's other sizes: `vocab` is set to 258.
+    ///
+    /// # Errors
+    /// A candle error (I/O included) if writing fails.
+    pub fn write_chat(&self, path: &Path, rng: &mut impl Rng) -> candle_core::Result<()> {
+        Self {
+            vocab: 258,
+            ..self.clone()
+        }
+        .write_with_metadata(path, rng, &byte_chat_metadata(&[]))
+    }
+
     /// Writes the model to `path`, weights uniform with variance `1/fan_in` (so activations
     /// stay O(1)), norm weights `1 ± 0.1`.
     ///
     /// # Errors
     /// A candle error (I/O included) if writing fails.
     pub fn write(&self, path: &Path, rng: &mut impl Rng) -> candle_core::Result<()> {
+        self.write_with_metadata(path, rng, &[])
+    }
+
+    /// [`RandomLlama::write`] with extra metadata (a tokenizer, a chat template) after the
+    /// architecture's keys.
+    ///
+    /// # Errors
+    /// A candle error (I/O included) if writing fails.
+    pub fn write_with_metadata(
+        &self,
+        path: &Path,
+        rng: &mut impl Rng,
+        extra: &[(String, Value)],
+    ) -> candle_core::Result<()> {
         let dev = Device::Cpu;
         let d = self.d_model;
         let hd = d / self.n_heads;
@@ -110,7 +189,11 @@ impl RandomLlama {
             ("llama.rope.dimension_count", u(hd)),
             ("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5)),
         ];
-        let meta_refs: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (*k, v)).collect();
+        let meta_refs: Vec<(&str, &Value)> = meta
+            .iter()
+            .map(|(k, v)| (*k, v))
+            .chain(extra.iter().map(|(k, v)| (k.as_str(), v)))
+            .collect();
         let tensor_refs: Vec<(&str, &QTensor)> =
             tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
         let mut f = std::fs::File::create(path)?;
