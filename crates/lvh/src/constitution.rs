@@ -28,6 +28,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+/// Whether `path` names a JSONL file (a Constitutional-AI principle file where a constitution
+/// is expected).
+fn is_jsonl(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("jsonl"))
+}
+
 /// The principle a neutral constitution with no principles is judged with.
 pub const NEUTRAL_QUESTION: &str = "Which response is better?";
 
@@ -372,14 +379,7 @@ impl Constitution {
         }
         let path = Path::new(name_or_path);
         if path.is_file() {
-            let is_jsonl = path
-                .extension()
-                .is_some_and(|e| e.eq_ignore_ascii_case("jsonl"));
-            return if is_jsonl {
-                Self::from_cai_jsonl(path)
-            } else {
-                Self::from_file(path)
-            };
+            return Self::from_path(path);
         }
         Err(ConstitutionError::NotFound {
             name: name_or_path.to_string(),
@@ -387,7 +387,21 @@ impl Constitution {
         })
     }
 
-    /// Every `*.toml` file of a folder, sorted by file name.
+    /// A constitution file: Constitutional-AI principles if it ends in `.jsonl`
+    /// ([`Constitution::from_cai_jsonl`]), else TOML ([`Constitution::from_file`]).
+    ///
+    /// # Errors
+    /// The reader's errors, naming the file.
+    pub fn from_path(path: &Path) -> Result<Constitution, ConstitutionError> {
+        if is_jsonl(path) {
+            Self::from_cai_jsonl(path)
+        } else {
+            Self::from_file(path)
+        }
+    }
+
+    /// Every `*.toml` file of a folder, and every `*.jsonl` Constitutional-AI principle file,
+    /// sorted by file name.
     ///
     /// # Errors
     /// [`ConstitutionError::Io`] if the folder cannot be listed, or the first bad file's error.
@@ -399,12 +413,12 @@ impl Constitution {
         let mut files = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(io)? {
             let p = entry.map_err(io)?.path();
-            if p.is_file() && p.extension().is_some_and(|e| e == "toml") {
+            if p.is_file() && (p.extension().is_some_and(|e| e == "toml") || is_jsonl(&p)) {
                 files.push(p);
             }
         }
         files.sort();
-        files.iter().map(|p| Self::from_file(p)).collect()
+        files.iter().map(|p| Self::from_path(p)).collect()
     }
 
     /// Turns a Constitutional-AI principle file (JSONL rows with at least `id` and

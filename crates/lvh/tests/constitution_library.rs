@@ -146,6 +146,37 @@ fn shared_cai_principles_convert() {
 }
 
 #[test]
+fn a_folder_mixes_toml_constitutions_and_cai_principle_files() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        library_dir().join("honesty.toml"),
+        dir.path().join("b-honesty.toml"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("a-cai.jsonl"),
+        "{\"id\": \"x\", \"critique\": \"Is it cruel? Discuss.\"}\n{\"id\": \"y\", \"critique\": \"Is it false.\"}\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "not a constitution").unwrap();
+    let lib = Constitution::load_dir(dir.path()).unwrap();
+    let names: Vec<&str> = lib.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["a-cai", "honesty"]);
+    assert_eq!(lib[0].principles.len(), 2);
+    assert_eq!(
+        lib[0].principles[0].text,
+        critique_to_comparison("Is it cruel? Discuss.")
+    );
+    // A broken principle file in the folder is an error naming its line, not skipped.
+    std::fs::write(dir.path().join("c-bad.jsonl"), "{\"id\": \"z\"}\n").unwrap();
+    let err = Constitution::load_dir(dir.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("c-bad.jsonl") && err.contains("critique"),
+        "{err}"
+    );
+}
+
+#[test]
 fn judge_prompt_renders_in_one_pass() {
     let c = Constitution::resolve("honesty").unwrap();
     let s = c.render_judge_prompt("Which is truer?", "Say {response_a}", "first", "second");

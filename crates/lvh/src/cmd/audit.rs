@@ -32,7 +32,7 @@ pub const DEFAULT_AUDIT_PAIRS: usize = 40;
 pub struct Args {
     #[command(flatten)]
     pub model: JudgeModelArgs,
-    /// Folder of constitution TOML files (default: the bundled library).
+    /// Folder of constitution TOML files and Constitutional-AI principle JSONL files (default: the bundled library).
     #[arg(long, value_name = "DIR")]
     pub constitutions: Option<PathBuf>,
     #[command(flatten)]
