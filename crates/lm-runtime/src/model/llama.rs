@@ -15,8 +15,9 @@
 use std::path::Path;
 
 use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Tensor};
 
+use super::qmatmul::Linear;
 use super::{Batch, KvCache, ModelError};
 use crate::config::{Activation, ModelConfig, RopeStyle};
 use crate::gguf::GgufFile;
@@ -35,14 +36,14 @@ pub enum WeightMode {
 #[derive(Debug)]
 struct Block {
     attn_norm: Tensor,
-    wq: QMatMul,
-    wk: QMatMul,
-    wv: QMatMul,
-    wo: QMatMul,
+    wq: Linear,
+    wk: Linear,
+    wv: Linear,
+    wo: Linear,
     ffn_norm: Tensor,
-    w_gate: QMatMul,
-    w_up: QMatMul,
-    w_down: QMatMul,
+    w_gate: Linear,
+    w_up: Linear,
+    w_down: Linear,
     /// Gemma 3 only: RMSNorm weights `[head_dim]` of each query / key head.
     q_norm: Option<Tensor>,
     k_norm: Option<Tensor>,
@@ -60,7 +61,7 @@ pub struct Model {
     blocks: Vec<Block>,
     final_norm: Tensor,
     /// Unembedding `[vocab, d_model]` (the embedding matrix when tied).
-    output: QMatMul,
+    output: Linear,
     /// RoPE tables `[context, head_dim / 2]` of global layers and of sliding-window layers.
     rope: (Tensor, Tensor),
     rope_local: (Tensor, Tensor),
@@ -174,10 +175,10 @@ impl Model {
         let (d, hd, ff) = (cfg.d_model, cfg.head_dim, cfg.d_ff);
         let (qd, kv) = (cfg.n_heads * hd, cfg.n_kv_heads * hd);
         let gemma = cfg.arch == crate::config::Architecture::Gemma3;
-        let mm = |q: QTensor| -> Result<QMatMul, ModelError> {
+        let mm = |q: QTensor| -> Result<Linear, ModelError> {
             Ok(match mode {
-                WeightMode::Quantized => QMatMul::from_qtensor(q)?,
-                WeightMode::F32 => QMatMul::Tensor(q.dequantize(device)?),
+                WeightMode::Quantized => Linear::quantized(q)?,
+                WeightMode::F32 => QMatMul::Tensor(q.dequantize(device)?).into(),
             })
         };
         let vec_n = |file: &mut GgufFile, name: &str, n: usize| -> Result<Tensor, ModelError> {
@@ -188,8 +189,8 @@ impl Model {
         let embed = Embedding::new(&embd_q, d, mode, device)?;
         let output = if cfg.tied_embeddings {
             match &embed {
-                Embedding::Dense(t) if mode == WeightMode::F32 => QMatMul::Tensor(t.clone()),
-                _ => QMatMul::from_qtensor(embd_q)?,
+                Embedding::Dense(t) if mode == WeightMode::F32 => QMatMul::Tensor(t.clone()).into(),
+                _ => Linear::quantized(embd_q)?,
             }
         } else {
             mm(file.tensor("output.weight", &[cfg.vocab_size, d], device)?)?

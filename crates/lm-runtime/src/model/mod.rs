@@ -8,6 +8,7 @@
 //! sequence, which key slots are real and the next RoPE position.
 
 mod llama;
+mod qmatmul;
 pub mod random;
 
 pub use llama::{Model, WeightMode};

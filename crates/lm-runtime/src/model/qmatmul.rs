@@ -1,0 +1,405 @@
+//! Quantized matrix products `y = x · Wᵀ` for Q4_1 and Q8_0 weights on x86-64 CPUs with AVX2,
+//! with the same arithmetic as candle's (and ggml's) reference kernels.
+//!
+//! The activations `x` are quantized per block of 32 exactly as candle does (candle's own
+//! `from_float`): Q8_1 (`x ≈ d_x·q_x`, `s_x = d_x·Σq_x`) against Q4_1 weights, Q8_0 against Q8_0
+//! weights. Per block the integer dot product `Σ q_w·q_x` is exact; the block contributes
+//! ```text
+//! Q4_1:  d_w·d_x·Σ q_w q_x + m_w·s_x        (w = d_w·q_w + m_w, q_w ∈ 0..16)
+//! Q8_0:  d_w·d_x·Σ q_w q_x                  (w = d_w·q_w)
+//! ```
+//! so the result differs from candle's generic kernel only by the order of the f32 additions.
+//! candle 0.9 compiles its SIMD kernels only when the crate itself is built with AVX enabled,
+//! which a default build is not; here the CPU is asked at run time instead.
+//!
+//! Weights are split once at load into f32 scales and packed quants (structure of arrays), and
+//! the output rows are shared out over rayon's pool in chunks.
+
+#![allow(unsafe_code)] // SIMD intrinsics behind a run-time CPU feature check
+
+use candle_core::quantized::k_quants::{BlockQ8_0, BlockQ8_1, GgmlType};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{DType, Module, Tensor};
+use half::f16;
+use rayon::prelude::*;
+
+/// Elements per quantization block (Q4_1, Q8_0, Q8_1).
+const QK: usize = 32;
+/// Output rows per parallel work item.
+const ROWS_PER_TASK: usize = 64;
+
+/// A weight matrix `[n, k]` used as `x · Wᵀ`: candle's `QMatMul`, or (Q4_1 / Q8_0 on an AVX2
+/// CPU) the run-time-dispatched SIMD kernel of this module.
+#[derive(Debug)]
+pub(crate) enum Linear {
+    Candle(QMatMul),
+    Fast(FastQ),
+}
+
+impl Linear {
+    /// Keeps `q` quantized: the SIMD kernel when it applies, candle's `QMatMul` otherwise.
+    pub(crate) fn quantized(q: QTensor) -> candle_core::Result<Self> {
+        match FastQ::new(&q)? {
+            Some(f) => Ok(Self::Fast(f)),
+            None => Ok(Self::Candle(QMatMul::from_qtensor(q)?)),
+        }
+    }
+
+    /// `x · Wᵀ` for `x` `[..., k]`, giving `[..., n]`.
+    pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Self::Candle(m) => m.forward(x),
+            Self::Fast(f) => f.forward(x),
+        }
+    }
+}
+
+impl From<QMatMul> for Linear {
+    fn from(m: QMatMul) -> Self {
+        Self::Candle(m)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Q4_1,
+    Q8_0,
+}
+
+/// Q4_1 or Q8_0 weights `[n, k]` split into scales and quants.
+#[derive(Debug)]
+pub(crate) struct FastQ {
+    kind: Kind,
+    n: usize,
+    k: usize,
+    /// Block scales `d_w`, `[n, k / 32]`.
+    d: Vec<f32>,
+    /// Q4_1 block minima `m_w`, `[n, k / 32]` (empty for Q8_0).
+    m: Vec<f32>,
+    /// Packed quants: per block 16 bytes of nibbles (Q4_1; low nibbles are elements 0..16,
+    /// high nibbles 16..32) or 32 signed bytes (Q8_0).
+    qs: Vec<u8>,
+}
+
+fn f16_at(bytes: &[u8], at: usize) -> f32 {
+    f16::from_le_bytes([bytes[at], bytes[at + 1]]).to_f32()
+}
+
+fn avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+impl FastQ {
+    /// `None` when the kernel does not apply (other dtype, not on the CPU, `k` not a multiple of
+    /// 32, or no AVX2/FMA).
+    fn new(q: &QTensor) -> candle_core::Result<Option<Self>> {
+        let kind = match q.dtype() {
+            GgmlDType::Q4_1 => Kind::Q4_1,
+            GgmlDType::Q8_0 => Kind::Q8_0,
+            _ => return Ok(None),
+        };
+        if !q.device().is_cpu() || !avx2() {
+            return Ok(None);
+        }
+        let Ok((n, k)) = q.shape().dims2() else {
+            return Ok(None);
+        };
+        if k % QK != 0 {
+            return Ok(None);
+        }
+        let raw = q.data()?;
+        let nb = k / QK;
+        let (block_bytes, q_bytes) = match kind {
+            Kind::Q4_1 => (20, 16),
+            Kind::Q8_0 => (34, 32),
+        };
+        if raw.len() != n * nb * block_bytes {
+            return Ok(None);
+        }
+        let mut d = Vec::with_capacity(n * nb);
+        let mut m = Vec::with_capacity(if kind == Kind::Q4_1 { n * nb } else { 0 });
+        let mut qs = Vec::with_capacity(n * nb * q_bytes);
+        for blk in raw.chunks_exact(block_bytes) {
+            d.push(f16_at(blk, 0));
+            match kind {
+                Kind::Q4_1 => {
+                    m.push(f16_at(blk, 2));
+                    qs.extend_from_slice(&blk[4..20]);
+                }
+                Kind::Q8_0 => qs.extend_from_slice(&blk[2..34]),
+            }
+        }
+        Ok(Some(Self {
+            kind,
+            n,
+            k,
+            d,
+            m,
+            qs,
+        }))
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let mut dims = x.dims().to_vec();
+        let k = dims.last().copied().unwrap_or(0);
+        if k != self.k {
+            candle_core::bail!("qmatmul: input has {k} columns, the weight {}", self.k);
+        }
+        let rows = x.elem_count() / k.max(1);
+        let xs: Vec<f32> = x
+            .to_dtype(DType::F32)?
+            .contiguous()?
+            .flatten_all()?
+            .to_vec1()?;
+        let acts = Activations::quantize(self.kind, &xs, rows, k);
+        let n = self.n;
+        // Output transposed, [n, rows], so that each task owns whole weight rows.
+        let mut out_t = vec![0f32; n * rows];
+        out_t
+            .par_chunks_mut(ROWS_PER_TASK * rows)
+            .enumerate()
+            .for_each(|(c, chunk)| {
+                for (jj, outs) in chunk.chunks_mut(rows).enumerate() {
+                    let j = c * ROWS_PER_TASK + jj;
+                    for (i, o) in outs.iter_mut().enumerate() {
+                        *o = self.dot(j, &acts, i);
+                    }
+                }
+            });
+        let out = if rows == 1 {
+            out_t
+        } else {
+            let mut out = vec![0f32; n * rows];
+            for j in 0..n {
+                for i in 0..rows {
+                    out[i * n + j] = out_t[j * rows + i];
+                }
+            }
+            out
+        };
+        *dims.last_mut().expect("k checked") = n;
+        Tensor::from_vec(out, dims, x.device())
+    }
+
+    /// Weight row `j` against activation row `i`.
+    fn dot(&self, j: usize, a: &Activations, i: usize) -> f32 {
+        let nb = self.k / QK;
+        let (w, x) = (j * nb..(j + 1) * nb, i * nb..(i + 1) * nb);
+        let xq = &a.q[i * self.k..(i + 1) * self.k];
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `FastQ::new` only builds this value after checking AVX2 and FMA at run time;
+        // the slices have `nb` scales and `nb` blocks of quants each (checked at load and by
+        // `Activations::quantize`), which is all the kernels read.
+        unsafe {
+            match self.kind {
+                Kind::Q4_1 => x86::dot_q4_1(
+                    &self.d[w.clone()],
+                    &self.m[w.clone()],
+                    &self.qs[w.start * 16..w.end * 16],
+                    &a.d[x.clone()],
+                    &a.s[x],
+                    xq,
+                ),
+                Kind::Q8_0 => x86::dot_q8_0(
+                    &self.d[w.clone()],
+                    &self.qs[w.start * 32..w.end * 32],
+                    &a.d[x],
+                    xq,
+                ),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (w, x, xq);
+            unreachable!("FastQ is only built on x86-64")
+        }
+    }
+}
+
+/// Activations `[rows, k]` quantized per block the way candle does it.
+struct Activations {
+    /// Block scales `d_x`.
+    d: Vec<f32>,
+    /// Q8_1 only: `s_x = d_x · Σ q_x` (as candle rounds it, through f16).
+    s: Vec<f32>,
+    /// Quants, `[rows, k]`.
+    q: Vec<i8>,
+}
+
+impl Activations {
+    fn quantize(kind: Kind, xs: &[f32], rows: usize, k: usize) -> Self {
+        let nb = k / QK;
+        let mut d = Vec::with_capacity(rows * nb);
+        let mut s = Vec::new();
+        let mut q = Vec::with_capacity(rows * k);
+        match kind {
+            Kind::Q4_1 => {
+                let mut blocks = vec![BlockQ8_1::zeros(); rows * nb];
+                for (x, b) in xs.chunks_exact(k).zip(blocks.chunks_exact_mut(nb)) {
+                    BlockQ8_1::from_float(x, b);
+                }
+                // SAFETY: `BlockQ8_1` is `repr(C)` { d: f16, s: f16, qs: [i8; 32] }, 36 bytes
+                // without padding (asserted by candle), so its storage is plain bytes.
+                let bytes = unsafe {
+                    std::slice::from_raw_parts(blocks.as_ptr().cast::<u8>(), blocks.len() * 36)
+                };
+                s.reserve(rows * nb);
+                for blk in bytes.chunks_exact(36) {
+                    d.push(f16_at(blk, 0));
+                    s.push(f16_at(blk, 2));
+                    q.extend(blk[4..36].iter().map(|&b| b as i8));
+                }
+            }
+            Kind::Q8_0 => {
+                let mut blocks = vec![BlockQ8_0::zeros(); rows * nb];
+                for (x, b) in xs.chunks_exact(k).zip(blocks.chunks_exact_mut(nb)) {
+                    BlockQ8_0::from_float(x, b);
+                }
+                // SAFETY: `BlockQ8_0` is `repr(C)` { d: f16, qs: [i8; 32] }, 34 bytes without
+                // padding (asserted by candle).
+                let bytes = unsafe {
+                    std::slice::from_raw_parts(blocks.as_ptr().cast::<u8>(), blocks.len() * 34)
+                };
+                for blk in bytes.chunks_exact(34) {
+                    d.push(f16_at(blk, 0));
+                    q.extend(blk[2..34].iter().map(|&b| b as i8));
+                }
+            }
+        }
+        Self { d, s, q }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn hsum(v: __m256) -> f32 {
+        let lo = _mm256_castps256_ps128(v);
+        let hi = _mm256_extractf128_ps(v, 1);
+        let s = _mm_add_ps(lo, hi);
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+        _mm_cvtss_f32(s)
+    }
+
+    /// `Σ_b d_w[b]·d_x[b]·Σ q_w q_x + m_w[b]·s_x[b]` over Q4_1 × Q8_1 blocks.
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be available; `wq` holds `16·nb`, `xq` `32·nb` bytes for
+    /// `nb = wd.len()`, and `wm`, `xd`, `xs` have `nb` entries.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dot_q4_1(
+        wd: &[f32],
+        wm: &[f32],
+        wq: &[u8],
+        xd: &[f32],
+        xs: &[f32],
+        xq: &[i8],
+    ) -> f32 {
+        let nb = wd.len();
+        debug_assert!(wq.len() == 16 * nb && xq.len() == 32 * nb);
+        debug_assert!(wm.len() == nb && xd.len() == nb && xs.len() == nb);
+        let low = _mm256_set1_epi8(0x0F);
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = _mm256_setzero_ps();
+        let mut acc_m = 0f32;
+        for b in 0..nb {
+            let t = _mm_loadu_si128(wq.as_ptr().add(16 * b).cast());
+            let w = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), low);
+            let x = _mm256_loadu_si256(xq.as_ptr().add(32 * b).cast());
+            let p = _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), ones);
+            let scale = _mm256_set1_ps(*wd.get_unchecked(b) * *xd.get_unchecked(b));
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, acc);
+            acc_m += *wm.get_unchecked(b) * *xs.get_unchecked(b);
+        }
+        hsum(acc) + acc_m
+    }
+
+    /// `Σ_b d_w[b]·d_x[b]·Σ q_w q_x` over Q8_0 × Q8_0 blocks.
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be available; `wq` and `xq` hold `32·nb` bytes for `nb = wd.len()`,
+    /// and `xd` has `nb` entries.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dot_q8_0(wd: &[f32], wq: &[u8], xd: &[f32], xq: &[i8]) -> f32 {
+        let nb = wd.len();
+        debug_assert!(wq.len() == 32 * nb && xq.len() == 32 * nb && xd.len() == nb);
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = _mm256_setzero_ps();
+        for b in 0..nb {
+            let w = _mm256_loadu_si256(wq.as_ptr().add(32 * b).cast());
+            let x = _mm256_loadu_si256(xq.as_ptr().add(32 * b).cast());
+            // |w| · (x · sign w): unsigned × signed bytes for maddubs, products unchanged.
+            let p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+            let p = _mm256_madd_epi16(p, ones);
+            let scale = _mm256_set1_ps(*wd.get_unchecked(b) * *xd.get_unchecked(b));
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, acc);
+        }
+        hsum(acc)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// The SIMD kernel gives candle's quantized product up to f32 summation order, for one row
+    /// (decode) and several (prefill), for both weight types.
+    #[test]
+    fn fast_kernel_matches_candle() {
+        if !avx2() {
+            return;
+        }
+        let dev = Device::Cpu;
+        let (n, k) = (200, 96 * 4);
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 7919 % 1013) as f32 / 506.0 - 1.0) * (1.0 + (i % 7) as f32))
+            .collect();
+        let w = Tensor::from_vec(w, (n, k), &dev).unwrap();
+        for dtype in [GgmlDType::Q4_1, GgmlDType::Q8_0] {
+            let q = QTensor::quantize(&w, dtype).unwrap();
+            let fast = Linear::quantized(QTensor::quantize(&w, dtype).unwrap()).unwrap();
+            assert!(matches!(fast, Linear::Fast(_)), "{dtype:?}");
+            let reference = QMatMul::from_qtensor(q).unwrap();
+            for rows in [1usize, 3] {
+                let x: Vec<f32> = (0..rows * k)
+                    .map(|i| ((i * 104_729 % 997) as f32 / 498.0 - 1.0) * 3.0)
+                    .collect();
+                let x = Tensor::from_vec(x, (1, rows, k), &dev).unwrap();
+                let a: Vec<f32> = fast
+                    .forward(&x)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+                let b: Vec<f32> = reference
+                    .forward(&x)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+                assert_eq!(a.len(), rows * n);
+                let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+                for (i, (p, r)) in a.iter().zip(&b).enumerate() {
+                    assert!(
+                        (p - r).abs() <= 1e-5 * scale,
+                        "{dtype:?} rows {rows} at {i}: {p} vs {r}"
+                    );
+                }
+            }
+        }
+    }
+}
