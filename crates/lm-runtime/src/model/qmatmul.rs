@@ -34,7 +34,17 @@ const ROWS_PER_TASK: usize = 64;
 pub(crate) enum Linear {
     Candle(QMatMul),
     Fast(FastQ),
+    /// f32 weights for large inputs, and the same weights still quantized for inputs of at most
+    /// [`DENSE_SMALL_ROWS`] rows, multiplied by the f32 activations (no activation rounding).
+    Dense {
+        w: Tensor,
+        small: FastQ,
+    },
 }
+
+/// Inputs with at most this many rows use the quantized copy of f32-mode weights (decode and
+/// small batches are bound by reading weights, 4 bytes each dense against 0.6–1.1 quantized).
+const DENSE_SMALL_ROWS: usize = 8;
 
 impl Linear {
     /// Keeps `q` quantized: the SIMD kernel when it applies, candle's `QMatMul` otherwise.
@@ -45,11 +55,36 @@ impl Linear {
         }
     }
 
+    /// Dequantizes `q` to f32 (for the products of many rows) and keeps `q` as well when the
+    /// f32-activation kernel applies. `dense` is `q` dequantized, if the caller has it already.
+    pub(crate) fn dense(
+        q: &QTensor,
+        dense: Option<Tensor>,
+        device: &candle_core::Device,
+    ) -> candle_core::Result<Self> {
+        let w = match dense {
+            Some(w) => w,
+            None => q.dequantize(device)?,
+        };
+        match FastQ::new(q)? {
+            Some(small) => Ok(Self::Dense { w, small }),
+            None => Ok(Self::Candle(QMatMul::Tensor(w))),
+        }
+    }
+
     /// `x · Wᵀ` for `x` `[..., k]`, giving `[..., n]`.
     pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
             Self::Candle(m) => m.forward(x),
             Self::Fast(f) => f.forward(x),
+            Self::Dense { w, small } => {
+                let rows = x.elem_count() / x.dims().last().copied().unwrap_or(1).max(1);
+                if rows <= DENSE_SMALL_ROWS {
+                    small.forward_f32(x)
+                } else {
+                    QMatMul::Tensor(w.clone()).forward(x)
+                }
+            }
         }
     }
 }
@@ -146,20 +181,48 @@ impl FastQ {
         }))
     }
 
+    /// `x · Wᵀ` with `x` quantized per block as candle does (Q8_1 or Q8_0).
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let mut dims = x.dims().to_vec();
-        let k = dims.last().copied().unwrap_or(0);
+        let (xs, rows) = self.input(x)?;
+        let acts = Activations::quantize(self.kind, &xs, rows, self.k);
+        self.run(x, rows, |j, i| self.dot(j, &acts, i))
+    }
+
+    /// `x · Wᵀ` with f32 activations: the exact dequantized weights `d_w·q_w (+ m_w)` against
+    /// `x`, up to f32 summation order (per block `d_w·Σ q_w x + m_w·Σ x`).
+    fn forward_f32(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (xs, rows) = self.input(x)?;
+        let sums: Vec<f32> = xs.chunks_exact(QK).map(|b| b.iter().sum()).collect();
+        self.run(x, rows, |j, i| self.dot_f32(j, &xs, &sums, i))
+    }
+
+    /// `x` `[..., k]` as row-major f32 values, and its number of rows.
+    fn input(&self, x: &Tensor) -> candle_core::Result<(Vec<f32>, usize)> {
+        let k = x.dims().last().copied().unwrap_or(0);
         if k != self.k {
             candle_core::bail!("qmatmul: input has {k} columns, the weight {}", self.k);
         }
-        let rows = x.elem_count() / k.max(1);
         let xs: Vec<f32> = x
             .to_dtype(DType::F32)?
             .contiguous()?
             .flatten_all()?
             .to_vec1()?;
-        let acts = Activations::quantize(self.kind, &xs, rows, k);
+        Ok((xs, x.elem_count() / k.max(1)))
+    }
+
+    /// `[..., n]` with entry `(i, j)` = `dot(j, i)` for input row `i`, weight row `j`.
+    fn run(
+        &self,
+        x: &Tensor,
+        rows: usize,
+        dot: impl Fn(usize, usize) -> f32 + Sync,
+    ) -> candle_core::Result<Tensor> {
+        let mut dims = x.dims().to_vec();
         let n = self.n;
+        *dims.last_mut().expect("k checked") = n;
+        if rows == 0 {
+            return Tensor::zeros(dims, DType::F32, x.device());
+        }
         // Output transposed, [n, rows], so that each task owns whole weight rows.
         let mut out_t = vec![0f32; n * rows];
         out_t
@@ -169,7 +232,7 @@ impl FastQ {
                 for (jj, outs) in chunk.chunks_mut(rows).enumerate() {
                     let j = c * ROWS_PER_TASK + jj;
                     for (i, o) in outs.iter_mut().enumerate() {
-                        *o = self.dot(j, &acts, i);
+                        *o = dot(j, i);
                     }
                 }
             });
@@ -184,7 +247,6 @@ impl FastQ {
             }
             out
         };
-        *dims.last_mut().expect("k checked") = n;
         Tensor::from_vec(out, dims, x.device())
     }
 
@@ -218,6 +280,36 @@ impl FastQ {
         #[cfg(not(target_arch = "x86_64"))]
         {
             let _ = (w, x, xq);
+            unreachable!("FastQ is only built on x86-64")
+        }
+    }
+}
+
+impl FastQ {
+    /// Weight row `j` against f32 activation row `i` (`sums`: per-block sums of `xs`).
+    fn dot_f32(&self, j: usize, xs: &[f32], sums: &[f32], i: usize) -> f32 {
+        let nb = self.k / QK;
+        let w = j * nb..(j + 1) * nb;
+        let x = &xs[i * self.k..(i + 1) * self.k];
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in `dot`; `x` has `32·nb` values and `sums` `nb` per row.
+        unsafe {
+            match self.kind {
+                Kind::Q4_1 => x86::dot_q4_1_f32(
+                    &self.d[w.clone()],
+                    &self.m[w.clone()],
+                    &self.qs[w.start * 16..w.end * 16],
+                    x,
+                    &sums[i * nb..(i + 1) * nb],
+                ),
+                Kind::Q8_0 => {
+                    x86::dot_q8_0_f32(&self.d[w.clone()], &self.qs[w.start * 32..w.end * 32], x)
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (w, x, sums);
             unreachable!("FastQ is only built on x86-64")
         }
     }
@@ -347,6 +439,89 @@ mod x86 {
         }
         hsum(acc)
     }
+
+    /// `Σ_b d_w[b]·Σ q_w x + m_w[b]·sx[b]` over Q4_1 blocks against f32 `x`.
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be available; `wq` holds `16·nb` bytes, `x` `32·nb` values for
+    /// `nb = wd.len()`, and `wm`, `sx` have `nb` entries.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dot_q4_1_f32(
+        wd: &[f32],
+        wm: &[f32],
+        wq: &[u8],
+        x: &[f32],
+        sx: &[f32],
+    ) -> f32 {
+        let nb = wd.len();
+        debug_assert!(wq.len() == 16 * nb && x.len() == 32 * nb);
+        debug_assert!(wm.len() == nb && sx.len() == nb);
+        let low = _mm256_set1_epi32(0x0F);
+        let mut acc = _mm256_setzero_ps();
+        let mut acc_m = 0f32;
+        for b in 0..nb {
+            let q = wq.as_ptr().add(16 * b);
+            let a = _mm256_cvtepu8_epi32(_mm_loadl_epi64(q.cast()));
+            let c = _mm256_cvtepu8_epi32(_mm_loadl_epi64(q.add(8).cast()));
+            let xp = x.as_ptr().add(32 * b);
+            let e0 = _mm256_cvtepi32_ps(_mm256_and_si256(a, low));
+            let e1 = _mm256_cvtepi32_ps(_mm256_and_si256(c, low));
+            let e2 = _mm256_cvtepi32_ps(_mm256_srli_epi32(a, 4));
+            let e3 = _mm256_cvtepi32_ps(_mm256_srli_epi32(c, 4));
+            let s01 = _mm256_fmadd_ps(
+                e1,
+                _mm256_loadu_ps(xp.add(8)),
+                _mm256_mul_ps(e0, _mm256_loadu_ps(xp)),
+            );
+            let s23 = _mm256_fmadd_ps(
+                e3,
+                _mm256_loadu_ps(xp.add(24)),
+                _mm256_mul_ps(e2, _mm256_loadu_ps(xp.add(16))),
+            );
+            acc = _mm256_fmadd_ps(
+                _mm256_add_ps(s01, s23),
+                _mm256_set1_ps(*wd.get_unchecked(b)),
+                acc,
+            );
+            acc_m += *wm.get_unchecked(b) * *sx.get_unchecked(b);
+        }
+        hsum(acc) + acc_m
+    }
+
+    /// `Σ_b d_w[b]·Σ q_w x` over Q8_0 blocks against f32 `x`.
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be available; `wq` holds `32·nb` bytes and `x` `32·nb` values for
+    /// `nb = wd.len()`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dot_q8_0_f32(wd: &[f32], wq: &[u8], x: &[f32]) -> f32 {
+        let nb = wd.len();
+        debug_assert!(wq.len() == 32 * nb && x.len() == 32 * nb);
+        let mut acc = _mm256_setzero_ps();
+        for b in 0..nb {
+            let q = wq.as_ptr().add(32 * b);
+            let xp = x.as_ptr().add(32 * b);
+            let e = |o: usize| {
+                _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(q.add(o).cast())))
+            };
+            let s01 = _mm256_fmadd_ps(
+                e(8),
+                _mm256_loadu_ps(xp.add(8)),
+                _mm256_mul_ps(e(0), _mm256_loadu_ps(xp)),
+            );
+            let s23 = _mm256_fmadd_ps(
+                e(24),
+                _mm256_loadu_ps(xp.add(24)),
+                _mm256_mul_ps(e(16), _mm256_loadu_ps(xp.add(16))),
+            );
+            acc = _mm256_fmadd_ps(
+                _mm256_add_ps(s01, s23),
+                _mm256_set1_ps(*wd.get_unchecked(b)),
+                acc,
+            );
+        }
+        hsum(acc)
+    }
 }
 
 #[cfg(test)]
@@ -391,14 +566,59 @@ mod tests {
                     .unwrap()
                     .to_vec1()
                     .unwrap();
-                assert_eq!(a.len(), rows * n);
-                let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
-                for (i, (p, r)) in a.iter().zip(&b).enumerate() {
-                    assert!(
-                        (p - r).abs() <= 1e-5 * scale,
-                        "{dtype:?} rows {rows} at {i}: {p} vs {r}"
-                    );
-                }
+                close(&a, &b, rows * n, &format!("{dtype:?} rows {rows}"));
+            }
+        }
+    }
+
+    fn close(a: &[f32], b: &[f32], len: usize, what: &str) {
+        assert_eq!(a.len(), len, "{what}");
+        assert_eq!(b.len(), len, "{what}");
+        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(scale > 0.0, "{what}");
+        for (i, (p, r)) in a.iter().zip(b).enumerate() {
+            assert!((p - r).abs() <= 1e-5 * scale, "{what} at {i}: {p} vs {r}");
+        }
+    }
+
+    /// f32-mode weights: few rows go through the quantized copy with f32 activations, many
+    /// through the dequantized matrix, and both equal `x · dequant(W)ᵀ` up to rounding.
+    #[test]
+    fn dense_small_rows_equal_the_dequantized_product() {
+        if !avx2() {
+            return;
+        }
+        let dev = Device::Cpu;
+        let (n, k) = (130, 64 * 3);
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 6151 % 1009) as f32 / 504.0 - 1.0) * (1.0 + (i % 5) as f32))
+            .collect();
+        let w = Tensor::from_vec(w, (n, k), &dev).unwrap();
+        for dtype in [GgmlDType::Q4_1, GgmlDType::Q8_0] {
+            let q = QTensor::quantize(&w, dtype).unwrap();
+            let deq = q.dequantize(&dev).unwrap();
+            let lin = Linear::dense(&q, None, &dev).unwrap();
+            assert!(matches!(lin, Linear::Dense { .. }), "{dtype:?}");
+            for rows in [1usize, 5, DENSE_SMALL_ROWS + 3] {
+                let x: Vec<f32> = (0..rows * k)
+                    .map(|i| ((i * 104_729 % 997) as f32 / 498.0 - 1.0) * 3.0)
+                    .collect();
+                let x = Tensor::from_vec(x, (rows, k), &dev).unwrap();
+                let a: Vec<f32> = lin
+                    .forward(&x)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+                let b: Vec<f32> = x
+                    .matmul(&deq.t().unwrap())
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+                close(&a, &b, rows * n, &format!("{dtype:?} f32 rows {rows}"));
             }
         }
     }
