@@ -219,6 +219,29 @@ pub fn split_dev_heldout<T: SplitKey>(items: Vec<T>) -> (Vec<T>, Vec<T>) {
     items.into_iter().partition(|it| it.split() == Split::Dev)
 }
 
+/// Salt of the independent re-split in [`split_or_resplit`].
+pub const RESPLIT_SALT: &str = "lvh-directions";
+
+/// The dev/held-out split of [`split_dev_heldout`], unless every item falls on one side (the
+/// file already is one side of the standard split, e.g. a `*.dev.jsonl`): then the items are
+/// split again by an independent salted hash of the same key ([`RESPLIT_SALT`], 20% held out).
+/// The flag says whether it re-split.
+pub fn split_or_resplit<T: SplitKey>(items: Vec<T>) -> (Vec<T>, Vec<T>, bool) {
+    let (dev, heldout) = split_dev_heldout(items);
+    if !dev.is_empty() && !heldout.is_empty() {
+        return (dev, heldout, false);
+    }
+    let (mut train, mut test) = (Vec::new(), Vec::new());
+    for it in dev.into_iter().chain(heldout) {
+        if value_directions::metrics::hash_unit(it.split_key(), RESPLIT_SALT) < 0.2 {
+            test.push(it);
+        } else {
+            train.push(it);
+        }
+    }
+    (train, test, true)
+}
+
 /// Draws `per_class` rows of each label (default: the smaller class's size) without
 /// replacement, with the given RNG; the result keeps the input order.
 ///

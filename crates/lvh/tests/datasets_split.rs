@@ -105,3 +105,27 @@ fn shared_preference_dev_has_no_heldout_rows() {
         .count();
     assert_eq!(empty, 3);
 }
+
+#[test]
+fn one_sided_files_are_split_again_by_an_independent_hash() {
+    let items = lvh::datasets::bundled_contrast().unwrap();
+    let (dev, heldout) = split_dev_heldout(items.clone());
+    // A file with both sides keeps the standard split.
+    let (d2, h2, resplit) = lvh::datasets::split_or_resplit(items);
+    assert!(!resplit);
+    assert_eq!((d2.len(), h2.len()), (dev.len(), heldout.len()));
+    // A `*.dev.jsonl`-style file (one side only) is re-split, about 20% held out, deterministically.
+    let n = dev.len();
+    let (train, test, resplit) = lvh::datasets::split_or_resplit(dev.clone());
+    assert!(resplit);
+    assert_eq!(train.len() + test.len(), n);
+    let frac = test.len() as f64 / n as f64;
+    assert!((0.1..0.3).contains(&frac), "held-out share {frac}");
+    let (train2, _, _) = lvh::datasets::split_or_resplit(dev);
+    let keys = |v: &[ContrastItem]| {
+        v.iter()
+            .map(|i| i.split_key().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(keys(&train), keys(&train2));
+}

@@ -12,7 +12,7 @@ use value_directions::{ContrastSet, Direction};
 use value_directions::{DiffOfMeans, DirectionEstimator, LinearProbe};
 
 use crate::cmd::judge::LoadedJudgeModel;
-use crate::datasets::{split_dev_heldout, ContrastItem, Label};
+use crate::datasets::{split_or_resplit, ContrastItem, Label};
 use crate::geometry::extract::{pooled_all, Pooling};
 use crate::judge::prompt::{conversation_messages, encode};
 
@@ -94,10 +94,10 @@ pub fn value_geometry(
 ) -> Result<Geometry> {
     let cfg = m.model.config();
     let (n_layers, d) = (cfg.n_layers, cfg.d_model);
-    let (dev, test) = split_dev_heldout(items);
+    let (dev, test, _) = split_or_resplit(items);
     anyhow::ensure!(
         !dev.is_empty() && !test.is_empty(),
-        "contrast set too small to split into dev and held-out"
+        "contrast set too small to split into dev and held-out (needs items on both sides of a hash split)"
     );
     let all: Vec<&ContrastItem> = dev.iter().chain(&test).collect();
     let prompts: Vec<Vec<u32>> = all

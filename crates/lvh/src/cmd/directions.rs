@@ -45,7 +45,7 @@ use value_directions::{
 
 use crate::cmd::run::{Loaded, Weights};
 use crate::datasets::{
-    balanced_subsample, bundled_contrast, read_contrast, ContrastItem, Label, Split, SplitKey,
+    balanced_subsample, bundled_contrast, read_contrast, split_or_resplit, ContrastItem, Label,
     BUNDLED_CONTRAST_JSONL,
 };
 use crate::geometry::export::{npy_bytes, safetensors_bytes, ControlVector};
@@ -236,7 +236,7 @@ pub struct CausalSelection {
 const CV_FOLDS: usize = 5;
 
 /// Salt of the second hash split used when the train file is one side of the standard split.
-pub const RESPLIT_SALT: &str = "lvh-directions";
+pub use crate::datasets::RESPLIT_SALT;
 
 /// Refuses splits too small for the folds and the test metrics, before any model work.
 fn check_counts(train: &[bool], test: &[bool]) -> Result<()> {
@@ -380,28 +380,14 @@ fn gather(args: &Args) -> Result<(Data, Vec<usize>)> {
             (sub(train_all, &mut rng)?, sub(test_all, &mut rng)?)
         }
         None => {
-            let all = sub(train_all, &mut rng)?;
-            let (dev, heldout): (Vec<_>, Vec<_>) =
-                all.into_iter().partition(|it| it.split() == Split::Dev);
-            if dev.is_empty() || heldout.is_empty() {
-                // The file is one side of the standard split already (e.g. a `*.dev.jsonl`):
-                // split it again by an independent salted hash of the same key.
-                let mut train = Vec::new();
-                let mut test = Vec::new();
-                for it in dev.into_iter().chain(heldout) {
-                    match metrics::hash_split(it.split_key(), RESPLIT_SALT, 0.2)? {
-                        metrics::Split::Train => train.push(it),
-                        metrics::Split::Test => test.push(it),
-                    }
-                }
+            let (train, test, resplit) = split_or_resplit(sub(train_all, &mut rng)?);
+            if resplit {
                 eprintln!(
                     "note: the train file lies on one side of the dev/heldout split; re-split by \
                      hash (salt `{RESPLIT_SALT}`, 20% test)"
                 );
-                (train, test)
-            } else {
-                (dev, heldout)
             }
+            (train, test)
         }
     };
     check_counts(

@@ -17,7 +17,7 @@ use value_directions::{ContrastSet, DirectionEstimator, LinearProbe};
 use super::{hex_f32, hex_f64, unhex_f32, LabelRow, ProbeFile, RewardFile, SampleRow};
 use crate::cmd::run::Loaded;
 use crate::constitution::Constitution;
-use crate::datasets::{split_dev_heldout, ContrastItem, Label};
+use crate::datasets::{split_or_resplit, ContrastItem, Label};
 use crate::geometry::extract::{pooled_all, Pooling};
 use crate::judge::prompt::{conversation_messages, encode};
 use crate::judge::stats::{s_c, sigmoid};
@@ -426,10 +426,10 @@ pub fn fit_probe(
     seed: u64,
     progress: &indicatif::ProgressBar,
 ) -> Result<ProbeFile> {
-    let (dev, test) = split_dev_heldout(items);
+    let (dev, test, _) = split_or_resplit(items);
     anyhow::ensure!(
         !dev.is_empty() && !test.is_empty(),
-        "the contrast set is too small to split into dev and held-out"
+        "contrast set too small to split into dev and held-out (needs items on both sides of a hash split)"
     );
     let all: Vec<&ContrastItem> = dev.iter().chain(&test).collect();
     let prompts: Vec<Vec<u32>> = all
