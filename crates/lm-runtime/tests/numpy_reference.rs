@@ -32,20 +32,8 @@ struct Prompt {
     top_logprobs: Vec<Entry>,
 }
 
-#[derive(serde::Deserialize)]
-struct Entry {
-    id: u32,
-    logprob: f64,
-}
-
-fn pearson(a: &[f64], b: &[f64]) -> f64 {
-    let n = a.len() as f64;
-    let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
-    let cov: f64 = a.iter().zip(b).map(|(x, y)| (x - ma) * (y - mb)).sum();
-    let va: f64 = a.iter().map(|x| (x - ma).powi(2)).sum();
-    let vb: f64 = b.iter().map(|y| (y - mb).powi(2)).sum();
-    cov / (va * vb).sqrt()
-}
+mod common;
+use common::{pearson, Entry};
 
 fn rel_l2(ours: &[f32], reference: &[f64]) -> f64 {
     let num: f64 = ours
