@@ -7,7 +7,9 @@
   2. PyTorch + transformers on the same GGUF (`gguf_file=`, weights dequantized to f32):
      prefill of the same ids with output_hidden_states=True under torch.no_grad();
   3. llama.cpp (xllamacpp's in-process server): greedy decode of the same number of tokens,
-     tokens/s from the server's own timings (`predicted_per_second`).
+     tokens/s from the server's own timings (`predicted_per_second`);
+  4. interleaved decode rounds (--decode-rounds, default 5): decode only, each lvh mode and
+     llama.cpp alternating, so that every per-round ratio compares the two under the same load.
 
 Every side uses all cores (torch.set_num_threads(os.cpu_count()), rayon's default, the server's
 --threads). Missing python packages make that side print "skipped: ..." and the ratio n/a.
@@ -56,33 +58,57 @@ def torch_side(model, batch, seq, repeats, vocab_hi):
             "prefill_capture_tok_s": batch * seq / best}
 
 
-def llamacpp_side(model, decode, threads):
-    try:
-        import xllamacpp as xlc
-    except ImportError as e:
-        return {"skipped": f"{e} (python3 -m pip install --user xllamacpp)"}
-    p = xlc.CommonParams()
-    p.model.path = model
-    p.n_ctx = 1024
-    p.cpuparams.n_threads = threads
-    p.cpuparams_batch.n_threads = threads
-    server = xlc.Server(p)
-    base = server.listening_address
+class LlamaCpp:
+    """llama.cpp's server in-process (xllamacpp), kept up for several decode measurements."""
 
-    def post(obj):
-        req = urllib.request.Request(base + "/completion", data=json.dumps(obj).encode(),
+    def __init__(self, model, threads):
+        import xllamacpp as xlc
+        p = xlc.CommonParams()
+        p.model.path = model
+        p.n_ctx = 1024
+        p.cpuparams.n_threads = threads
+        p.cpuparams_batch.n_threads = threads
+        self.server = xlc.Server(p)
+        self.base = self.server.listening_address
+
+    def post(self, obj):
+        req = urllib.request.Request(self.base + "/completion", data=json.dumps(obj).encode(),
                                      headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=600) as r:
             return json.loads(r.read())
 
-    rng = np.random.default_rng(8)
-    prompt = [int(x) for x in rng.integers(100, 32000, size=16)]
-    req = {"prompt": prompt, "n_predict": decode, "temperature": 0, "ignore_eos": True,
-           "cache_prompt": False}
-    post(dict(req, n_predict=4))  # warm-up
-    timings = post(req)["timings"]
-    del server
-    return {"decode_tok_s": timings["predicted_per_second"], "decode_tokens": timings["predicted_n"]}
+    def decode(self, n):
+        """Greedy decode of n tokens after a seeded 16-token prompt; the server's own timing."""
+        rng = np.random.default_rng(8)
+        prompt = [int(x) for x in rng.integers(100, 32000, size=16)]
+        req = {"prompt": prompt, "n_predict": n, "temperature": 0, "ignore_eos": True,
+               "cache_prompt": False}
+        timings = self.post(req)["timings"]
+        return {"decode_tok_s": timings["predicted_per_second"],
+                "decode_tokens": timings["predicted_n"]}
+
+
+def llamacpp_side(model, decode, threads):
+    try:
+        server = LlamaCpp(model, threads)
+    except ImportError as e:
+        return {"skipped": f"{e} (python3 -m pip install --user xllamacpp)"}, None
+    server.decode(4)  # warm-up
+    return server.decode(decode), server
+
+
+def decode_rounds(binary, model, modes, decode, rounds, server):
+    """Decode only, lvh and llama.cpp alternating, `rounds` times: the per-round ratios see the
+    same machine state, which a single sequential measurement of each side does not."""
+    out = {m: [] for m in modes}
+    out["llamacpp"] = []
+    for r in range(rounds):
+        for m in modes:
+            out[m].append(rust_side(binary, model, m, 0, 0, decode, 1)["decode_tok_s"])
+        out["llamacpp"].append(server.decode(decode)["decode_tok_s"])
+        print(f"decode round {r + 1}/{rounds}: " + ", ".join(
+            f"{k} {v[-1]:.1f}" for k, v in out.items()), file=sys.stderr, flush=True)
+    return out
 
 
 def ratio(a, b):
@@ -98,6 +124,8 @@ def main():
     ap.add_argument("--decode", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--modes", default="f32,quantized")
+    ap.add_argument("--decode-rounds", type=int, default=5,
+                    help="interleaved decode-only rounds, lvh and llama.cpp alternating (0: none)")
     ap.add_argument("--json", help="also write all raw numbers here")
     args = ap.parse_args()
     cores = os.cpu_count() or 1
@@ -109,7 +137,12 @@ def main():
     print("transformers ...", file=sys.stderr, flush=True)
     res["torch"] = torch_side(args.model, args.batch, args.seq, args.repeats, 32000)
     print("llama.cpp ...", file=sys.stderr, flush=True)
-    res["llamacpp"] = llamacpp_side(args.model, args.decode, cores)
+    res["llamacpp"], server = llamacpp_side(args.model, args.decode, cores)
+    modes = args.modes.split(",")
+    if server is not None and args.decode_rounds > 0:
+        res["decode_rounds"] = decode_rounds(args.bin, args.model, modes, args.decode,
+                                             args.decode_rounds, server)
+    del server
     res["loadavg_end"] = os.getloadavg()[0]
     model_bytes = os.path.getsize(args.model)
 
@@ -135,6 +168,17 @@ def main():
         print(f"| transformers {res['torch']['torch']} (f32) | {tq:.0f} | 1.00x | | | | | | |")
     if ld:
         print(f"| llama.cpp (xllamacpp) | | | | | {ld:.1f} | 1.00x | | |")
+    if "decode_rounds" in res:
+        dr = res["decode_rounds"]
+        print(f"\ninterleaved decode, {args.decode_rounds} rounds (tokens/s per round; ratio = lvh / llama.cpp "
+              "of the same round):")
+        print("| weights | tokens/s per round | median ratio | min ratio | best / best |")
+        print("|---|---|---|---|---|")
+        for mode in modes:
+            rs = [a / b for a, b in zip(dr[mode], dr["llamacpp"])]
+            print(f"| lvh {mode} | {' '.join(f'{v:.1f}' for v in dr[mode])} | {np.median(rs):.2f}x | "
+                  f"{min(rs):.2f}x | {max(dr[mode]) / max(dr['llamacpp']):.2f}x |")
+        print(f"| llama.cpp | {' '.join(f'{v:.1f}' for v in dr['llamacpp'])} | | | |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=1)

@@ -5,7 +5,7 @@
 #
 #   bench/runtime.sh [MODEL.gguf]        (default: LVH_MODEL or the fetched SmolLM2-135M-Instruct)
 #
-# BATCH (8), SEQ (128), DECODE (64), REPEATS (3), MODES (f32,quantized) override the sizes;
+# BATCH (8), SEQ (128), DECODE (64), REPEATS (3), MODES (f32,quantized), DECODE_ROUNDS (5) override the sizes;
 # JSON=FILE keeps the raw numbers. Needs python3 with numpy; torch + transformers + gguf and
 # xllamacpp for the two reference sides (each is skipped with a message when missing).
 set -euo pipefail
@@ -18,4 +18,4 @@ if [[ -z "$model" ]]; then
 fi
 exec python3 bench/runtime.py --model "$model" --bin target/release/examples/runtime_bench \
   --batch "${BATCH:-8}" --seq "${SEQ:-128}" --decode "${DECODE:-64}" --repeats "${REPEATS:-3}" \
-  --modes "${MODES:-f32,quantized}" ${JSON:+--json "$JSON"}
+  --modes "${MODES:-f32,quantized}" --decode-rounds "${DECODE_ROUNDS:-5}" ${JSON:+--json "$JSON"}

@@ -9,7 +9,10 @@
 //!   `t_capture / t_plain − 1`);
 //! * decode: greedy generation of `DECODE` tokens after a 16-token prompt, one token per
 //!   forward call, tokens/s over the generated tokens (prompt excluded);
-//! * peak RSS: `VmHWM` from `/proc/self/status` at the end.
+//! * peak RSS: `VmHWM` from `/proc/self/status` at the end, and after loading and after each
+//!   prefill (`VmRSS` before and after loading too).
+//!
+//! `BATCH = 0` skips both prefills (decode only; their fields are null).
 //!
 //! Prints one JSON object on stdout.
 
@@ -21,9 +24,14 @@ use lm_runtime::model::{Batch, Model, WeightMode};
 use rand::{Rng, SeedableRng};
 
 fn vm_hwm_kib() -> Option<u64> {
+    status_kib("VmHWM:")
+}
+
+/// A `/proc/self/status` field in KiB (`VmHWM:` peak, `VmRSS:` current).
+fn status_kib(field: &str) -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
     s.lines()
-        .find(|l| l.starts_with("VmHWM:"))?
+        .find(|l| l.starts_with(field))?
         .split_whitespace()
         .nth(1)?
         .parse()
@@ -54,9 +62,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let decode: usize = arg(&args, 5, 64)?;
     let repeats: usize = arg(&args, 6, 3)?.max(1);
 
+    let rss_start = status_kib("VmRSS:");
     let t0 = Instant::now();
     let model = Model::load(&args[1], mode)?;
     let load_s = t0.elapsed().as_secs_f64();
+    let hwm_load = vm_hwm_kib();
+    let rss_load = status_kib("VmRSS:");
     let cfg = model.config();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
     // Ids from the lower vocabulary: ordinary text pieces, no control tokens at the top.
@@ -91,9 +102,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         Ok(best)
     };
-    let warm = time_prefill(false)?; // first call: allocator and thread-pool warm-up
-    let t_plain = time_prefill(false)?.min(warm);
-    let t_capture = time_prefill(true)?;
+    // BATCH = 0: decode only (the interleaved decode rounds of bench/runtime.py).
+    let (t_plain, hwm_plain, t_capture, hwm_capture) = if batch == 0 {
+        (f64::NAN, None, f64::NAN, None)
+    } else {
+        let warm = time_prefill(false)?; // first call: allocator and thread-pool warm-up
+        let t_plain = time_prefill(false)?.min(warm);
+        let hwm_plain = vm_hwm_kib();
+        let t_capture = time_prefill(true)?;
+        (t_plain, hwm_plain, t_capture, vm_hwm_kib())
+    };
 
     let prompt: Vec<u32> = (0..16).map(|_| rng.gen_range(100..hi)).collect();
     let mut cache = model.new_cache();
@@ -137,6 +155,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "decode_tokens": n_gen,
             "decode_tok_s": n_gen as f64 / t_decode,
             "peak_rss_kib": vm_hwm_kib(),
+            "peak_rss_after_load_kib": hwm_load,
+            "rss_before_load_kib": rss_start,
+            "rss_after_load_kib": rss_load,
+            "peak_rss_after_plain_prefill_kib": hwm_plain,
+            "peak_rss_after_capture_prefill_kib": hwm_capture,
         })
     );
     Ok(())

@@ -84,6 +84,9 @@ enum Embedding {
         row_bytes: usize,
         d_model: usize,
     },
+    /// Tied embeddings in quantized mode: the rows are gathered from the unembedding's
+    /// quantized matrix ([`Linear::rows`]), so the largest matrix is held once.
+    FromOutput,
 }
 
 impl Embedding {
@@ -110,8 +113,15 @@ impl Embedding {
     }
 
     /// Rows `ids` (all `< vocab`, checked by the caller) as f32 `[ids.len(), d_model]`.
-    fn lookup(&self, ids: &[u32], device: &Device) -> Result<Tensor, ModelError> {
+    fn lookup(&self, ids: &[u32], output: &Linear, device: &Device) -> Result<Tensor, ModelError> {
         match self {
+            Self::FromOutput => {
+                let rows = output
+                    .rows(ids)
+                    .expect("FromOutput is only chosen when the unembedding has rows");
+                let d = rows.len() / ids.len().max(1);
+                Ok(Tensor::from_vec(rows, (ids.len(), d), device)?)
+            }
             Self::Dense(t) => Ok(t.index_select(&Tensor::new(ids, device)?, 0)?),
             Self::Quantized {
                 data,
@@ -142,6 +152,9 @@ impl Embedding {
         }
     }
 }
+
+/// Positions per MLP chunk in a long quantized prefill (see [`Model::mlp`]).
+const MLP_CHUNK: usize = 256;
 
 /// Per-call facts shared by every block.
 struct Step<'a> {
@@ -189,16 +202,24 @@ impl Model {
         };
         let vec = |file: &mut GgufFile, name: &str| vec_n(file, name, d);
         let embd_q = file.tensor("token_embd.weight", &[cfg.vocab_size, d], device)?;
-        let embed = Embedding::new(&embd_q, d, mode, device)?;
-        let output = if cfg.tied_embeddings {
-            match &embed {
-                Embedding::Dense(t) if mode == WeightMode::F32 => {
-                    Linear::dense(&embd_q, Some(t.clone()), device)?
-                }
-                _ => Linear::quantized(embd_q)?,
+        let (embed, output) = if cfg.tied_embeddings && mode == WeightMode::Quantized {
+            let output = Linear::quantized(embd_q)?;
+            if output.has_rows() {
+                (Embedding::FromOutput, output)
+            } else {
+                let q = file.tensor("token_embd.weight", &[cfg.vocab_size, d], device)?;
+                (Embedding::new(&q, d, mode, device)?, output)
             }
         } else {
-            mm(file.tensor("output.weight", &[cfg.vocab_size, d], device)?)?
+            let embed = Embedding::new(&embd_q, d, mode, device)?;
+            let output = match &embed {
+                Embedding::Dense(t) if cfg.tied_embeddings => {
+                    Linear::dense(&embd_q, Some(t.clone()), device)?
+                }
+                _ if cfg.tied_embeddings => Linear::quantized(embd_q)?,
+                _ => mm(file.tensor("output.weight", &[cfg.vocab_size, d], device)?)?,
+            };
+            (embed, output)
         };
         let mut blocks = Vec::with_capacity(cfg.n_layers);
         for l in 0..cfg.n_layers {
@@ -330,7 +351,7 @@ impl Model {
 
         let x = self
             .embed
-            .lookup(&ids, &self.device)?
+            .lookup(&ids, &self.output, &self.device)?
             .reshape((b, t, cfg.d_model))?;
         let x = if cfg.embed_scale == 1.0 {
             x
@@ -349,12 +370,7 @@ impl Model {
             let attn = self.hook(HookPoint::AttnOut(layer), attn, &step, capture)?;
             x = self.hook(HookPoint::ResidMid(layer), (x + attn)?, &step, capture)?;
             let m = candle_nn::ops::rms_norm(&x, &block.ffn_norm, cfg.rms_eps)?;
-            let gate = block.w_gate.forward(&m)?;
-            let gate = match cfg.activation() {
-                Activation::Silu => gate.silu()?,
-                Activation::GeluTanh => gate.gelu()?,
-            };
-            let mut mlp = block.w_down.forward(&(gate * block.w_up.forward(&m)?)?)?;
+            let mut mlp = self.mlp(block, &m)?;
             if let Some(w) = &block.post_ffn_norm {
                 mlp = candle_nn::ops::rms_norm(&mlp, w, cfg.rms_eps)?;
             }
@@ -389,6 +405,38 @@ impl Model {
             start += ps.len();
         }
         Ok(out)
+    }
+
+    /// The gated MLP `W_down (act(W_gate m) ⊙ W_up m)` of `m` (`[b, t, d]`), position by position.
+    ///
+    /// With row-independent (quantized) products, inputs of more than [`MLP_CHUNK`] positions go
+    /// through in chunks of that many rows, so the `[rows, d_ff]` intermediates of a long
+    /// prefill stay small; every output row is computed exactly as without chunking.
+    fn mlp(&self, block: &Block, m: &Tensor) -> Result<Tensor, ModelError> {
+        let d = self.cfg.d_model;
+        let rows = m.elem_count() / d;
+        let row_independent = [&block.w_gate, &block.w_up, &block.w_down]
+            .iter()
+            .all(|w| w.row_independent());
+        if rows <= MLP_CHUNK || !row_independent {
+            return self.mlp_rows(block, m);
+        }
+        let flat = m.reshape((rows, d))?;
+        let parts = (0..rows)
+            .step_by(MLP_CHUNK)
+            .map(|s| self.mlp_rows(block, &flat.narrow(0, s, MLP_CHUNK.min(rows - s))?))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Tensor::cat(&parts, 0)?.reshape(m.dims())?)
+    }
+
+    /// [`Model::mlp`] in one piece.
+    fn mlp_rows(&self, block: &Block, m: &Tensor) -> Result<Tensor, ModelError> {
+        let gate = block.w_gate.forward(m)?;
+        let gate = match self.cfg.activation() {
+            Activation::Silu => gate.silu()?,
+            Activation::GeluTanh => gate.gelu()?,
+        };
+        Ok(block.w_down.forward(&(gate * block.w_up.forward(m)?)?)?)
     }
 
     /// Causal grouped-query self-attention of `n` (`[b, t, d]`) against the cache.
@@ -606,12 +654,55 @@ mod tests {
             let quant = Embedding::new(&q, 96, WeightMode::Quantized, &dev).unwrap();
             assert!(matches!(quant, Embedding::Quantized { .. }));
             let ids = [5u32, 3, 5, 63, 0, 17];
-            let a: Vec<Vec<f32>> = dense.lookup(&ids, &dev).unwrap().to_vec2().unwrap();
-            let b: Vec<Vec<f32>> = quant.lookup(&ids, &dev).unwrap().to_vec2().unwrap();
+            let out = Linear::quantized(QTensor::quantize(&w, dtype).unwrap()).unwrap();
+            let a: Vec<Vec<f32>> = dense.lookup(&ids, &out, &dev).unwrap().to_vec2().unwrap();
+            let b: Vec<Vec<f32>> = quant.lookup(&ids, &out, &dev).unwrap().to_vec2().unwrap();
             assert_eq!(a, b, "{dtype:?}");
+            // Tied embeddings read from the unembedding's SIMD layout (on CPUs that have it).
+            if out.has_rows() {
+                let c = Embedding::FromOutput.lookup(&ids, &out, &dev).unwrap();
+                let c: Vec<Vec<f32>> = c.to_vec2().unwrap();
+                assert_eq!(a, c, "{dtype:?} from the unembedding");
+            }
             let full: Vec<Vec<f32>> = q.dequantize(&dev).unwrap().to_vec2().unwrap();
             assert_eq!(b[3], full[63]);
             assert_ne!(b[0], b[1]);
         }
+    }
+
+    /// A long quantized prefill goes through the MLP in chunks and gives exactly the unchunked
+    /// result.
+    #[test]
+    fn chunked_mlp_equals_one_piece() {
+        use rand::{Rng, SeedableRng};
+        let path = std::env::temp_dir().join(format!("lvh-mlp-chunk-{}.gguf", std::process::id()));
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let spec = crate::model::random::RandomLlama::default();
+        spec.write(&path, &mut rng).unwrap();
+        let model = Model::load(&path, WeightMode::Quantized).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let rows = 2 * MLP_CHUNK + 37;
+        let m: Vec<f32> = (0..rows * spec.d_model)
+            .map(|_| rng.gen_range(-2.0f32..2.0))
+            .collect();
+        let m = Tensor::from_vec(m, (1, rows, spec.d_model), &Device::Cpu).unwrap();
+        let block = &model.blocks[1];
+        assert!(block.w_gate.row_independent());
+        let a: Vec<f32> = model
+            .mlp(block, &m)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let b: Vec<f32> = model
+            .mlp_rows(block, &m)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(a.len(), rows * spec.d_model);
+        assert_eq!(a, b);
     }
 }

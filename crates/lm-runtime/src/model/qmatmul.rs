@@ -12,8 +12,9 @@
 //! candle 0.9 compiles its SIMD kernels only when the crate itself is built with AVX enabled,
 //! which a default build is not; here the CPU is asked at run time instead.
 //!
-//! Weights are split once at load into f32 scales and packed quants (structure of arrays), and
-//! the output rows are shared out over rayon's pool in chunks.
+//! Weights stay in the file's block layout (f16 scales beside the quants, converted with F16C as
+//! the blocks are read), so a quantized model holds its matrices in exactly the bytes of the
+//! file; the output rows are shared out over rayon's pool in chunks.
 
 #![allow(unsafe_code)] // SIMD intrinsics behind a run-time CPU feature check
 
@@ -89,6 +90,33 @@ impl Linear {
     }
 }
 
+impl Linear {
+    /// Whether every output row depends on its input row alone, computed the same way whatever
+    /// the number of rows (the quantized kernels: activations are quantized row by row). The
+    /// f32 mode is not: it switches kernels at [`DENSE_SMALL_ROWS`] rows.
+    pub(crate) fn row_independent(&self) -> bool {
+        match self {
+            Self::Fast(_) => true,
+            Self::Candle(QMatMul::QTensor(_)) => true,
+            Self::Candle(_) | Self::Dense { .. } => false,
+        }
+    }
+
+    /// Whether [`Linear::rows`] can gather dequantized weight rows (the SIMD kernel's layout).
+    pub(crate) fn has_rows(&self) -> bool {
+        matches!(self, Self::Fast(_))
+    }
+
+    /// Weight rows `ids` dequantized to f32, row after row (`ids.len() · k` values), exactly as
+    /// candle dequantizes them; `None` unless [`Linear::has_rows`]. Ids must be `< n`.
+    pub(crate) fn rows(&self, ids: &[u32]) -> Option<Vec<f32>> {
+        match self {
+            Self::Fast(f) => Some(f.rows(ids)),
+            _ => None,
+        }
+    }
+}
+
 impl From<QMatMul> for Linear {
     fn from(m: QMatMul) -> Self {
         Self::Candle(m)
@@ -101,19 +129,25 @@ enum Kind {
     Q8_0,
 }
 
-/// Q4_1 or Q8_0 weights `[n, k]` split into scales and quants.
+impl Kind {
+    /// Bytes per block of 32 weights: Q4_1 `{d: f16, m: f16, qs: [u8; 16]}` (low nibbles are
+    /// elements 0..16, high nibbles 16..32), Q8_0 `{d: f16, qs: [i8; 32]}`.
+    const fn block_bytes(self) -> usize {
+        match self {
+            Kind::Q4_1 => 20,
+            Kind::Q8_0 => 34,
+        }
+    }
+}
+
+/// Q4_1 or Q8_0 weights `[n, k]` in the file's block layout.
 #[derive(Debug)]
 pub(crate) struct FastQ {
     kind: Kind,
     n: usize,
     k: usize,
-    /// Block scales `d_w`, `[n, k / 32]`.
-    d: Vec<f32>,
-    /// Q4_1 block minima `m_w`, `[n, k / 32]` (empty for Q8_0).
-    m: Vec<f32>,
-    /// Packed quants: per block 16 bytes of nibbles (Q4_1; low nibbles are elements 0..16,
-    /// high nibbles 16..32) or 32 signed bytes (Q8_0).
-    qs: Vec<u8>,
+    /// `n · k / 32` blocks of [`Kind::block_bytes`] bytes, row after row.
+    blocks: Vec<u8>,
 }
 
 fn f16_at(bytes: &[u8], at: usize) -> f32 {
@@ -123,7 +157,9 @@ fn f16_at(bytes: &[u8], at: usize) -> f32 {
 fn avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+        std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -150,35 +186,41 @@ impl FastQ {
             return Ok(None);
         }
         let raw = q.data()?;
-        let nb = k / QK;
-        let (block_bytes, q_bytes) = match kind {
-            Kind::Q4_1 => (20, 16),
-            Kind::Q8_0 => (34, 32),
-        };
-        if raw.len() != n * nb * block_bytes {
+        if raw.len() != n * (k / QK) * kind.block_bytes() {
             return Ok(None);
-        }
-        let mut d = Vec::with_capacity(n * nb);
-        let mut m = Vec::with_capacity(if kind == Kind::Q4_1 { n * nb } else { 0 });
-        let mut qs = Vec::with_capacity(n * nb * q_bytes);
-        for blk in raw.chunks_exact(block_bytes) {
-            d.push(f16_at(blk, 0));
-            match kind {
-                Kind::Q4_1 => {
-                    m.push(f16_at(blk, 2));
-                    qs.extend_from_slice(&blk[4..20]);
-                }
-                Kind::Q8_0 => qs.extend_from_slice(&blk[2..34]),
-            }
         }
         Ok(Some(Self {
             kind,
             n,
             k,
-            d,
-            m,
-            qs,
+            blocks: raw.into_owned(),
         }))
+    }
+
+    /// Rows `ids` as f32: `d_w·q_w + m_w` (Q4_1) or `q_w·d_w` (Q8_0) per element, the same
+    /// expressions (and so the same roundings) as candle's `to_float`.
+    fn rows(&self, ids: &[u32]) -> Vec<f32> {
+        let mut out = Vec::with_capacity(ids.len() * self.k);
+        for &id in ids {
+            for blk in self.row(id as usize).chunks_exact(self.kind.block_bytes()) {
+                let d = f16_at(blk, 0);
+                match self.kind {
+                    Kind::Q4_1 => {
+                        let (m, qs) = (f16_at(blk, 2), &blk[4..20]);
+                        out.extend(qs.iter().map(|&q| f32::from(q & 0x0F) * d + m));
+                        out.extend(qs.iter().map(|&q| f32::from(q >> 4) * d + m));
+                    }
+                    Kind::Q8_0 => out.extend(blk[2..34].iter().map(|&q| f32::from(q as i8) * d)),
+                }
+            }
+        }
+        out
+    }
+
+    /// The blocks of weight row `j`.
+    fn row(&self, j: usize) -> &[u8] {
+        let len = self.k / QK * self.kind.block_bytes();
+        &self.blocks[j * len..(j + 1) * len]
     }
 
     /// `x · Wᵀ` with `x` quantized per block as candle does (Q8_1 or Q8_0).
@@ -253,28 +295,17 @@ impl FastQ {
     /// Weight row `j` against activation row `i`.
     fn dot(&self, j: usize, a: &Activations, i: usize) -> f32 {
         let nb = self.k / QK;
-        let (w, x) = (j * nb..(j + 1) * nb, i * nb..(i + 1) * nb);
+        let x = i * nb..(i + 1) * nb;
         let xq = &a.q[i * self.k..(i + 1) * self.k];
+        let w = self.row(j);
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `FastQ::new` only builds this value after checking AVX2 and FMA at run time;
-        // the slices have `nb` scales and `nb` blocks of quants each (checked at load and by
-        // `Activations::quantize`), which is all the kernels read.
+        // SAFETY: `FastQ::new` only builds this value after checking AVX2, FMA and F16C at run
+        // time; `w` holds `nb` blocks (checked at load) and the activation slices `nb` scales
+        // and `32·nb` quants (`Activations::quantize`), which is all the kernels read.
         unsafe {
             match self.kind {
-                Kind::Q4_1 => x86::dot_q4_1(
-                    &self.d[w.clone()],
-                    &self.m[w.clone()],
-                    &self.qs[w.start * 16..w.end * 16],
-                    &a.d[x.clone()],
-                    &a.s[x],
-                    xq,
-                ),
-                Kind::Q8_0 => x86::dot_q8_0(
-                    &self.d[w.clone()],
-                    &self.qs[w.start * 32..w.end * 32],
-                    &a.d[x],
-                    xq,
-                ),
+                Kind::Q4_1 => x86::dot_q4_1(w, &a.d[x.clone()], &a.s[x], xq),
+                Kind::Q8_0 => x86::dot_q8_0(w, &a.d[x], xq),
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -283,28 +314,18 @@ impl FastQ {
             unreachable!("FastQ is only built on x86-64")
         }
     }
-}
 
-impl FastQ {
     /// Weight row `j` against f32 activation row `i` (`sums`: per-block sums of `xs`).
     fn dot_f32(&self, j: usize, xs: &[f32], sums: &[f32], i: usize) -> f32 {
         let nb = self.k / QK;
-        let w = j * nb..(j + 1) * nb;
         let x = &xs[i * self.k..(i + 1) * self.k];
+        let w = self.row(j);
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as in `dot`; `x` has `32·nb` values and `sums` `nb` per row.
         unsafe {
             match self.kind {
-                Kind::Q4_1 => x86::dot_q4_1_f32(
-                    &self.d[w.clone()],
-                    &self.m[w.clone()],
-                    &self.qs[w.start * 16..w.end * 16],
-                    x,
-                    &sums[i * nb..(i + 1) * nb],
-                ),
-                Kind::Q8_0 => {
-                    x86::dot_q8_0_f32(&self.d[w.clone()], &self.qs[w.start * 32..w.end * 32], x)
-                }
+                Kind::Q4_1 => x86::dot_q4_1_f32(w, x, &sums[i * nb..(i + 1) * nb]),
+                Kind::Q8_0 => x86::dot_q8_0_f32(w, x),
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -384,35 +405,36 @@ mod x86 {
         _mm_cvtss_f32(s)
     }
 
+    /// The f16 at `p` (unaligned) as f32; exact.
+    #[inline]
+    #[target_feature(enable = "f16c")]
+    unsafe fn f16(p: *const u8) -> f32 {
+        let bits = p.cast::<u16>().read_unaligned();
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
+    }
+
     /// `Σ_b d_w[b]·d_x[b]·Σ q_w q_x + m_w[b]·s_x[b]` over Q4_1 × Q8_1 blocks.
     ///
     /// # Safety
-    /// AVX2 and FMA must be available; `wq` holds `16·nb`, `xq` `32·nb` bytes for
-    /// `nb = wd.len()`, and `wm`, `xd`, `xs` have `nb` entries.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dot_q4_1(
-        wd: &[f32],
-        wm: &[f32],
-        wq: &[u8],
-        xd: &[f32],
-        xs: &[f32],
-        xq: &[i8],
-    ) -> f32 {
-        let nb = wd.len();
-        debug_assert!(wq.len() == 16 * nb && xq.len() == 32 * nb);
-        debug_assert!(wm.len() == nb && xd.len() == nb && xs.len() == nb);
+    /// AVX2, FMA and F16C must be available; `w` holds `nb` Q4_1 blocks (20 bytes each) and
+    /// `xq` `32·nb` bytes for `nb = xd.len()`, and `xs` has `nb` entries.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot_q4_1(w: &[u8], xd: &[f32], xs: &[f32], xq: &[i8]) -> f32 {
+        let nb = xd.len();
+        debug_assert!(w.len() == 20 * nb && xq.len() == 32 * nb && xs.len() == nb);
         let low = _mm256_set1_epi8(0x0F);
         let ones = _mm256_set1_epi16(1);
         let mut acc = _mm256_setzero_ps();
         let mut acc_m = 0f32;
         for b in 0..nb {
-            let t = _mm_loadu_si128(wq.as_ptr().add(16 * b).cast());
-            let w = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), low);
+            let blk = w.as_ptr().add(20 * b);
+            let t = _mm_loadu_si128(blk.add(4).cast());
+            let wv = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), low);
             let x = _mm256_loadu_si256(xq.as_ptr().add(32 * b).cast());
-            let p = _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), ones);
-            let scale = _mm256_set1_ps(*wd.get_unchecked(b) * *xd.get_unchecked(b));
+            let p = _mm256_madd_epi16(_mm256_maddubs_epi16(wv, x), ones);
+            let scale = _mm256_set1_ps(f16(blk) * *xd.get_unchecked(b));
             acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, acc);
-            acc_m += *wm.get_unchecked(b) * *xs.get_unchecked(b);
+            acc_m += f16(blk.add(2)) * *xs.get_unchecked(b);
         }
         hsum(acc) + acc_m
     }
@@ -420,21 +442,22 @@ mod x86 {
     /// `Σ_b d_w[b]·d_x[b]·Σ q_w q_x` over Q8_0 × Q8_0 blocks.
     ///
     /// # Safety
-    /// AVX2 and FMA must be available; `wq` and `xq` hold `32·nb` bytes for `nb = wd.len()`,
-    /// and `xd` has `nb` entries.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dot_q8_0(wd: &[f32], wq: &[u8], xd: &[f32], xq: &[i8]) -> f32 {
-        let nb = wd.len();
-        debug_assert!(wq.len() == 32 * nb && xq.len() == 32 * nb && xd.len() == nb);
+    /// AVX2, FMA and F16C must be available; `w` holds `nb` Q8_0 blocks (34 bytes each) and
+    /// `xq` `32·nb` bytes for `nb = xd.len()`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot_q8_0(w: &[u8], xd: &[f32], xq: &[i8]) -> f32 {
+        let nb = xd.len();
+        debug_assert!(w.len() == 34 * nb && xq.len() == 32 * nb);
         let ones = _mm256_set1_epi16(1);
         let mut acc = _mm256_setzero_ps();
         for b in 0..nb {
-            let w = _mm256_loadu_si256(wq.as_ptr().add(32 * b).cast());
+            let blk = w.as_ptr().add(34 * b);
+            let wv = _mm256_loadu_si256(blk.add(2).cast());
             let x = _mm256_loadu_si256(xq.as_ptr().add(32 * b).cast());
             // |w| · (x · sign w): unsigned × signed bytes for maddubs, products unchanged.
-            let p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+            let p = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(x, wv));
             let p = _mm256_madd_epi16(p, ones);
-            let scale = _mm256_set1_ps(*wd.get_unchecked(b) * *xd.get_unchecked(b));
+            let scale = _mm256_set1_ps(f16(blk) * *xd.get_unchecked(b));
             acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, acc);
         }
         hsum(acc)
@@ -443,24 +466,18 @@ mod x86 {
     /// `Σ_b d_w[b]·Σ q_w x + m_w[b]·sx[b]` over Q4_1 blocks against f32 `x`.
     ///
     /// # Safety
-    /// AVX2 and FMA must be available; `wq` holds `16·nb` bytes, `x` `32·nb` values for
-    /// `nb = wd.len()`, and `wm`, `sx` have `nb` entries.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dot_q4_1_f32(
-        wd: &[f32],
-        wm: &[f32],
-        wq: &[u8],
-        x: &[f32],
-        sx: &[f32],
-    ) -> f32 {
-        let nb = wd.len();
-        debug_assert!(wq.len() == 16 * nb && x.len() == 32 * nb);
-        debug_assert!(wm.len() == nb && sx.len() == nb);
+    /// AVX2, FMA and F16C must be available; `w` holds `nb` Q4_1 blocks and `x` `32·nb` values
+    /// for `nb = sx.len()`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot_q4_1_f32(w: &[u8], x: &[f32], sx: &[f32]) -> f32 {
+        let nb = sx.len();
+        debug_assert!(w.len() == 20 * nb && x.len() == 32 * nb);
         let low = _mm256_set1_epi32(0x0F);
         let mut acc = _mm256_setzero_ps();
         let mut acc_m = 0f32;
         for b in 0..nb {
-            let q = wq.as_ptr().add(16 * b);
+            let blk = w.as_ptr().add(20 * b);
+            let q = blk.add(4);
             let a = _mm256_cvtepu8_epi32(_mm_loadl_epi64(q.cast()));
             let c = _mm256_cvtepu8_epi32(_mm_loadl_epi64(q.add(8).cast()));
             let xp = x.as_ptr().add(32 * b);
@@ -478,12 +495,8 @@ mod x86 {
                 _mm256_loadu_ps(xp.add(24)),
                 _mm256_mul_ps(e2, _mm256_loadu_ps(xp.add(16))),
             );
-            acc = _mm256_fmadd_ps(
-                _mm256_add_ps(s01, s23),
-                _mm256_set1_ps(*wd.get_unchecked(b)),
-                acc,
-            );
-            acc_m += *wm.get_unchecked(b) * *sx.get_unchecked(b);
+            acc = _mm256_fmadd_ps(_mm256_add_ps(s01, s23), _mm256_set1_ps(f16(blk)), acc);
+            acc_m += f16(blk.add(2)) * *sx.get_unchecked(b);
         }
         hsum(acc) + acc_m
     }
@@ -491,15 +504,16 @@ mod x86 {
     /// `Σ_b d_w[b]·Σ q_w x` over Q8_0 blocks against f32 `x`.
     ///
     /// # Safety
-    /// AVX2 and FMA must be available; `wq` holds `32·nb` bytes and `x` `32·nb` values for
-    /// `nb = wd.len()`.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dot_q8_0_f32(wd: &[f32], wq: &[u8], x: &[f32]) -> f32 {
-        let nb = wd.len();
-        debug_assert!(wq.len() == 32 * nb && x.len() == 32 * nb);
+    /// AVX2, FMA and F16C must be available; `w` holds `nb` Q8_0 blocks and `x` `32·nb` values
+    /// for `nb = x.len() / 32`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot_q8_0_f32(w: &[u8], x: &[f32]) -> f32 {
+        let nb = x.len() / 32;
+        debug_assert!(w.len() == 34 * nb && x.len() == 32 * nb);
         let mut acc = _mm256_setzero_ps();
         for b in 0..nb {
-            let q = wq.as_ptr().add(32 * b);
+            let blk = w.as_ptr().add(34 * b);
+            let q = blk.add(2);
             let xp = x.as_ptr().add(32 * b);
             let e = |o: usize| {
                 _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(q.add(o).cast())))
@@ -514,11 +528,7 @@ mod x86 {
                 _mm256_loadu_ps(xp.add(24)),
                 _mm256_mul_ps(e(16), _mm256_loadu_ps(xp.add(16))),
             );
-            acc = _mm256_fmadd_ps(
-                _mm256_add_ps(s01, s23),
-                _mm256_set1_ps(*wd.get_unchecked(b)),
-                acc,
-            );
+            acc = _mm256_fmadd_ps(_mm256_add_ps(s01, s23), _mm256_set1_ps(f16(blk)), acc);
         }
         hsum(acc)
     }
