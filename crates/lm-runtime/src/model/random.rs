@@ -134,47 +134,87 @@ impl RandomLlama {
         rng: &mut impl Rng,
         extra: &[(String, Value)],
     ) -> candle_core::Result<()> {
+        self.write_edited(path, rng, extra, |_, _, _| {})
+    }
+
+    /// [`RandomLlama::write_with_metadata`] with `edit(name, values, dims)` called on each
+    /// tensor's f32 values after they are drawn and before they are quantized: `values` is
+    /// row-major `[rows, cols]` (`dims`) for a matrix (`[out, in]`, e.g. `token_embd.weight`
+    /// `[vocab, d_model]`, `blk.0.attn_v.weight` `[kv_dim, d_model]`), `[d_model]` for a norm.
+    /// The draws do not depend on the edit, so an edit that changes nothing writes the same file
+    /// as [`RandomLlama::write_with_metadata`]. For tests that plant a mechanism in a model.
+    ///
+    /// # Errors
+    /// A candle error (I/O included) if writing fails.
+    pub fn write_edited(
+        &self,
+        path: &Path,
+        rng: &mut impl Rng,
+        extra: &[(String, Value)],
+        mut edit: impl FnMut(&str, &mut [f32], &[usize]),
+    ) -> candle_core::Result<()> {
         let dev = Device::Cpu;
         let d = self.d_model;
         let hd = d / self.n_heads;
         let kv = self.n_kv_heads * hd;
-        let mut uniform = |rows: usize, cols: usize, scale: f32| -> candle_core::Result<Tensor> {
-            let v: Vec<f32> = (0..rows * cols)
-                .map(|_| rng.gen_range(-scale..scale))
-                .collect();
-            Tensor::from_vec(v, (rows, cols), &dev)
-        };
-        let w = |t: Tensor, dtype: GgmlDType| QTensor::quantize(&t, dtype);
         let a = |fan_in: usize| (3.0 / fan_in as f32).sqrt();
         let mut tensors: Vec<(String, QTensor)> = Vec::new();
-        tensors.push((
+        // Draws `[rows, cols]` uniform in `±scale` plus `offset`, lets `edit` change them and
+        // quantizes; a norm (`rows == 1`) is stored flat as `[cols]`.
+        let mut push = |name: String,
+                        (rows, cols): (usize, usize),
+                        scale: f32,
+                        offset: f32,
+                        dtype: GgmlDType|
+         -> candle_core::Result<()> {
+            let mut v: Vec<f32> = (0..rows * cols)
+                .map(|_| rng.gen_range(-scale..scale) + offset)
+                .collect();
+            let t = if rows == 1 {
+                edit(&name, &mut v, &[cols]);
+                Tensor::from_vec(v, cols, &dev)?
+            } else {
+                edit(&name, &mut v, &[rows, cols]);
+                Tensor::from_vec(v, (rows, cols), &dev)?
+            };
+            tensors.push((name, QTensor::quantize(&t, dtype)?));
+            Ok(())
+        };
+        push(
             "token_embd.weight".into(),
-            w(uniform(self.vocab, d, 1.0)?, GgmlDType::Q8_0)?,
-        ));
+            (self.vocab, d),
+            1.0,
+            0.0,
+            GgmlDType::Q8_0,
+        )?;
         for l in 0..self.n_layers {
             let n = |s: &str| format!("blk.{l}.{s}.weight");
-            let norm = (uniform(1, d, 0.1)? + 1.0)?.flatten_all()?;
-            tensors.push((n("attn_norm"), w(norm, GgmlDType::F32)?));
-            tensors.push((n("attn_q"), w(uniform(d, d, a(d))?, self.dtype)?));
-            tensors.push((n("attn_k"), w(uniform(kv, d, a(d))?, self.dtype)?));
-            tensors.push((n("attn_v"), w(uniform(kv, d, a(d))?, self.dtype)?));
-            tensors.push((n("attn_output"), w(uniform(d, d, a(d))?, self.dtype)?));
-            let norm = (uniform(1, d, 0.1)? + 1.0)?.flatten_all()?;
-            tensors.push((n("ffn_norm"), w(norm, GgmlDType::F32)?));
-            tensors.push((n("ffn_gate"), w(uniform(self.d_ff, d, a(d))?, self.dtype)?));
-            tensors.push((n("ffn_up"), w(uniform(self.d_ff, d, a(d))?, self.dtype)?));
-            tensors.push((
-                n("ffn_down"),
-                w(uniform(d, self.d_ff, a(self.d_ff))?, self.dtype)?,
-            ));
+            let dt = self.dtype;
+            push(n("attn_norm"), (1, d), 0.1, 1.0, GgmlDType::F32)?;
+            push(n("attn_q"), (d, d), a(d), 0.0, dt)?;
+            push(n("attn_k"), (kv, d), a(d), 0.0, dt)?;
+            push(n("attn_v"), (kv, d), a(d), 0.0, dt)?;
+            push(n("attn_output"), (d, d), a(d), 0.0, dt)?;
+            push(n("ffn_norm"), (1, d), 0.1, 1.0, GgmlDType::F32)?;
+            push(n("ffn_gate"), (self.d_ff, d), a(d), 0.0, dt)?;
+            push(n("ffn_up"), (self.d_ff, d), a(d), 0.0, dt)?;
+            push(n("ffn_down"), (d, self.d_ff), a(self.d_ff), 0.0, dt)?;
         }
-        let norm = (uniform(1, d, 0.1)? + 1.0)?.flatten_all()?;
-        tensors.push(("output_norm.weight".into(), w(norm, GgmlDType::F32)?));
+        push(
+            "output_norm.weight".into(),
+            (1, d),
+            0.1,
+            1.0,
+            GgmlDType::F32,
+        )?;
         if self.untied_output {
-            tensors.push((
+            push(
                 "output.weight".into(),
-                w(uniform(self.vocab, d, a(d))?, self.dtype)?,
-            ));
+                (self.vocab, d),
+                a(d),
+                0.0,
+                self.dtype,
+            )?;
         }
         let u = |x: usize| Value::U32(x as u32);
         let meta: Vec<(&str, Value)> = vec![
@@ -198,5 +238,83 @@ impl RandomLlama {
             tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
         let mut f = std::fs::File::create(path)?;
         gguf_file::write(&mut f, &meta_refs, &tensor_refs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    /// Every tensor of a GGUF file, dequantized: name → (dims, values).
+    fn read(path: &Path) -> std::collections::BTreeMap<String, (Vec<usize>, Vec<f32>)> {
+        let mut f = std::fs::File::open(path).unwrap();
+        let c = gguf_file::Content::read(&mut f).unwrap();
+        let names: Vec<String> = c.tensor_infos.keys().cloned().collect();
+        names
+            .into_iter()
+            .map(|n| {
+                let t = c.tensor(&mut f, &n, &Device::Cpu).unwrap();
+                let t = t.dequantize(&Device::Cpu).unwrap();
+                let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                (n, (t.dims().to_vec(), v))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_edit_changes_only_its_tensor_and_sees_its_shape() {
+        let arch = RandomLlama {
+            dtype: GgmlDType::F32,
+            untied_output: true,
+            ..RandomLlama::default()
+        };
+        let dir = std::env::temp_dir();
+        let tag = std::process::id();
+        let (plain, edited) = (
+            dir.join(format!("lm-runtime-random-plain-{tag}.gguf")),
+            dir.join(format!("lm-runtime-random-edited-{tag}.gguf")),
+        );
+        arch.write(&plain, &mut ChaCha8Rng::seed_from_u64(1))
+            .unwrap();
+        let mut seen = Vec::new();
+        arch.write_edited(
+            &edited,
+            &mut ChaCha8Rng::seed_from_u64(1),
+            &[],
+            |n, v, dims| {
+                seen.push((n.to_owned(), dims.to_vec()));
+                if n == "blk.1.attn_v.weight" {
+                    for (i, x) in v.iter_mut().enumerate() {
+                        *x = i as f32 * 0.25;
+                    }
+                }
+            },
+        )
+        .unwrap();
+        let (a, b) = (read(&plain), read(&edited));
+        let _ = (std::fs::remove_file(&plain), std::fs::remove_file(&edited));
+        // The edit saw every tensor once with its `[rows, cols]` (or `[d]`) shape.
+        assert_eq!(seen.len(), a.len());
+        let (d, kv) = (arch.d_model, arch.n_kv_heads * arch.d_model / arch.n_heads);
+        for (n, dims) in &seen {
+            assert_eq!(&b[n].0, dims, "{n}");
+        }
+        let dims_of = |n: &str| seen.iter().find(|s| s.0 == n).unwrap().1.clone();
+        assert_eq!(dims_of("token_embd.weight"), [arch.vocab, d]);
+        assert_eq!(dims_of("blk.1.attn_v.weight"), [kv, d]);
+        assert_eq!(dims_of("blk.2.ffn_down.weight"), [d, arch.d_ff]);
+        assert_eq!(dims_of("output_norm.weight"), [d]);
+        // Only the edited tensor differs, and it holds the edited values (f32 storage).
+        for (n, (dims, v)) in &a {
+            if n == "blk.1.attn_v.weight" {
+                let want: Vec<f32> = (0..kv * d).map(|i| i as f32 * 0.25).collect();
+                assert_eq!(b[n].1, want);
+                assert_ne!(*v, want);
+            } else {
+                assert_eq!(&b[n], &(dims.clone(), v.clone()), "{n}");
+            }
+        }
     }
 }
