@@ -405,6 +405,20 @@ mod x86 {
         _mm_cvtss_f32(s)
     }
 
+    /// Bytes ahead of the block being read that are requested into L1. A decode step streams
+    /// every weight once from beyond L2; the hardware prefetcher alone left one core at about
+    /// 2.2 GB/s on the development machine, and asking 2 KiB ahead (about six Q4_1 rows of
+    /// 576) brought it to about 5.8 GB/s, close to the speed of L2-resident weights.
+    const PREFETCH: usize = 2048;
+
+    /// Requests the cache line `PREFETCH` bytes after `p` (a hint: never faults, even past
+    /// the end of the weights).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn prefetch(p: *const u8) {
+        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH).cast());
+    }
+
     /// The f16 at `p` (unaligned) as f32; exact.
     #[inline]
     #[target_feature(enable = "f16c")]
@@ -428,6 +442,7 @@ mod x86 {
         let mut acc_m = 0f32;
         for b in 0..nb {
             let blk = w.as_ptr().add(20 * b);
+            prefetch(blk);
             let t = _mm_loadu_si128(blk.add(4).cast());
             let wv = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), low);
             let x = _mm256_loadu_si256(xq.as_ptr().add(32 * b).cast());
@@ -452,6 +467,7 @@ mod x86 {
         let mut acc = _mm256_setzero_ps();
         for b in 0..nb {
             let blk = w.as_ptr().add(34 * b);
+            prefetch(blk);
             let wv = _mm256_loadu_si256(blk.add(2).cast());
             let x = _mm256_loadu_si256(xq.as_ptr().add(32 * b).cast());
             // |w| · (x · sign w): unsigned × signed bytes for maddubs, products unchanged.
@@ -477,6 +493,7 @@ mod x86 {
         let mut acc_m = 0f32;
         for b in 0..nb {
             let blk = w.as_ptr().add(20 * b);
+            prefetch(blk);
             let q = blk.add(4);
             let a = _mm256_cvtepu8_epi32(_mm_loadl_epi64(q.cast()));
             let c = _mm256_cvtepu8_epi32(_mm_loadl_epi64(q.add(8).cast()));
@@ -513,6 +530,7 @@ mod x86 {
         let mut acc = _mm256_setzero_ps();
         for b in 0..nb {
             let blk = w.as_ptr().add(34 * b);
+            prefetch(blk);
             let q = blk.add(2);
             let xp = x.as_ptr().add(32 * b);
             let e = |o: usize| {
