@@ -37,6 +37,8 @@ pub mod logistic;
 pub mod mixing;
 pub mod model;
 pub mod predictions;
+pub mod rng;
 pub mod sim;
 pub mod spec;
 pub mod theorems;
+pub mod vmath;

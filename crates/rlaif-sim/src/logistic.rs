@@ -77,7 +77,7 @@ pub fn fit(x: &[f64], d: usize, y: &[f64], ridge: f64) -> Result<LogisticFit, Fi
     // σ(z_i), a by-product of each loss evaluation, reused by the next gradient and Hessian.
     let mut sig = vec![0.0; n];
     let mut sig_cand = vec![0.0; n];
-    let mut loss = data_loss(&z, y, &mut sig, par);
+    let mut loss = data_loss(&dz, &dz, 0.0, y, &mut z, &mut sig, par);
     for iter in 1..=200 {
         let (grad, hess) = grad_hess_at(x, d, y, &sig, &theta, ridge, par);
         let step = newton_step(&hess, &grad);
@@ -87,10 +87,7 @@ pub fn fit(x: &[f64], d: usize, y: &[f64], ridge: f64) -> Result<LogisticFit, Fi
         let mut accepted = false;
         for _ in 0..60 {
             let cand: Vec<f64> = theta.iter().zip(&step).map(|(a, s)| a + t * s).collect();
-            for ((zc, zi), dzi) in z_cand.iter_mut().zip(&z).zip(&dz) {
-                *zc = zi + t * dzi;
-            }
-            let l = data_loss(&z_cand, y, &mut sig_cand, par)
+            let l = data_loss(&z, &dz, t, y, &mut z_cand, &mut sig_cand, par)
                 + 0.5 * ridge * dot(&cand[..d], &cand[..d]);
             if l <= loss + 1e-4 * t * slope {
                 theta = cand;
@@ -156,45 +153,116 @@ fn map_chunks<T: Send>(
     }
 }
 
-/// `Σ_i softplus(z_i) − ℓ_i z_i` over margins z, summed per chunk then in chunk order; writes
-/// `sig_i = σ(z_i)` on the way.
+/// `Σ_i softplus(ζ_i) − ℓ_i ζ_i` at the trial margins `ζ_i = z_i + t dz_i`, which are written
+/// to `zc`, with `sig_i = σ(ζ_i)` written on the way; summed in eight interleaved partial sums
+/// per chunk (element i into sum i mod 8), then the sums in order, then chunks in order.
 ///
-/// With `e = exp(−|z|)`: `softplus(z) = max(z, 0) + ln(1 + e)` and `σ(z) = 1/(1 + e)` for
-/// z ≥ 0, `e/(1 + e)` otherwise, so one exponential serves both.
-fn data_loss(z: &[f64], y: &[f64], sig: &mut [f64], par: bool) -> f64 {
-    let part = |zc: &[f64], yc: &[f64], sc: &mut [f64]| {
-        let mut acc = 0.0;
-        for ((&zi, &l), si) in zc.iter().zip(yc).zip(sc.iter_mut()) {
-            let e = (-zi.abs()).exp();
-            let one_e = 1.0 + e;
-            *si = if zi >= 0.0 { 1.0 / one_e } else { e / one_e };
-            acc += zi.max(0.0) + one_e.ln() - l * zi;
-        }
-        acc
+/// With `e = exp(−|ζ|)`: `softplus(ζ) = max(ζ, 0) + ln(1 + e)` and `σ(ζ) = 1/(1 + e)` for
+/// ζ ≥ 0, `e/(1 + e)` otherwise, so one exponential serves both; `exp` and `ln` are the
+/// vectorisable kernels of [`crate::vmath`].
+fn data_loss(
+    z: &[f64],
+    dz: &[f64],
+    t: f64,
+    y: &[f64],
+    zc: &mut [f64],
+    sig: &mut [f64],
+    par: bool,
+) -> f64 {
+    let part = |z: &[f64], dz: &[f64], y: &[f64], zc: &mut [f64], sig: &mut [f64]| {
+        pulp::Arch::new().dispatch(LossChunk {
+            z,
+            dz,
+            t,
+            y,
+            zc,
+            sig,
+        })
     };
     let parts: Vec<f64> = if par && z.len() >= 4 * CHUNK {
         z.par_chunks(CHUNK)
+            .zip(dz.par_chunks(CHUNK))
             .zip(y.par_chunks(CHUNK))
+            .zip(zc.par_chunks_mut(CHUNK))
             .zip(sig.par_chunks_mut(CHUNK))
-            .map(|((zc, yc), sc)| part(zc, yc, sc))
+            .map(|((((z, dz), y), zc), sig)| part(z, dz, y, zc, sig))
             .collect()
     } else {
         z.chunks(CHUNK)
+            .zip(dz.chunks(CHUNK))
             .zip(y.chunks(CHUNK))
+            .zip(zc.chunks_mut(CHUNK))
             .zip(sig.chunks_mut(CHUNK))
-            .map(|((zc, yc), sc)| part(zc, yc, sc))
+            .map(|((((z, dz), y), zc), sig)| part(z, dz, y, zc, sig))
             .collect()
     };
     parts.iter().sum()
 }
 
+/// One chunk of [`data_loss`].
+struct LossChunk<'a> {
+    z: &'a [f64],
+    dz: &'a [f64],
+    t: f64,
+    y: &'a [f64],
+    zc: &'a mut [f64],
+    sig: &'a mut [f64],
+}
+
+impl pulp::WithSimd for LossChunk<'_> {
+    type Output = f64;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) -> f64 {
+        let LossChunk {
+            z,
+            dz,
+            t,
+            y,
+            zc,
+            sig,
+        } = self;
+        let n = y.len().min(CHUNK);
+        let (z, dz, y) = (&z[..n], &dz[..n], &y[..n]);
+        let (zc, sig) = (&mut zc[..n], &mut sig[..n]);
+        // Element-wise first (a plain loop the compiler vectorises), then the sums.
+        let mut val = [0.0f64; CHUNK];
+        let val = &mut val[..n];
+        for i in 0..n {
+            let zt = z[i] + t * dz[i];
+            zc[i] = zt;
+            let e = crate::vmath::exp_nonpos(-zt.abs());
+            let one_e = 1.0 + e;
+            let num = if zt >= 0.0 { 1.0 } else { e };
+            sig[i] = num / one_e;
+            val[i] = zt.max(0.0) + crate::vmath::ln(one_e) - y[i] * zt;
+        }
+        const L: usize = 8;
+        let mut acc = [0.0f64; L];
+        let full = n - n % L;
+        for vs in val[..full].chunks_exact(L) {
+            for q in 0..L {
+                acc[q] += vs[q];
+            }
+        }
+        for (q, v) in val[full..].iter().enumerate() {
+            acc[q] += v;
+        }
+        ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
+    }
+}
+
 /// `dz_i = ⟨δ_w, x_i⟩ + δ_c` for the step `δ = (δ_w, δ_c)`.
 fn margin_change(x: &[f64], d: usize, step: &[f64], dz: &mut [f64], par: bool) {
     let (sw, sc) = (&step[..d], step[d]);
-    let rows = |xc: &[f64], out: &mut [f64]| {
-        for (xi, o) in xc.chunks_exact(d).zip(out.iter_mut()) {
-            *o = dot(xi, sw) + sc;
-        }
+    let rows = |x: &[f64], out: &mut [f64]| {
+        pulp::Arch::new().dispatch(MarginRows {
+            x,
+            d,
+            w: sw,
+            c: sc,
+            out,
+        })
     };
     if par {
         x.par_chunks(CHUNK * d)
@@ -207,13 +275,54 @@ fn margin_change(x: &[f64], d: usize, step: &[f64], dz: &mut [f64], par: bool) {
     }
 }
 
+/// `out_i = ⟨x_i, w⟩ + c` for the rows of `x`.
+struct MarginRows<'a> {
+    x: &'a [f64],
+    d: usize,
+    w: &'a [f64],
+    c: f64,
+    out: &'a mut [f64],
+}
+
+impl pulp::WithSimd for MarginRows<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        let MarginRows { x, d, w, c, out } = self;
+        for (xi, o) in x.chunks_exact(d).zip(out.iter_mut()) {
+            *o = dot_lanes(xi, w) + c;
+        }
+    }
+}
+
+/// `⟨x, w⟩` in eight interleaved partial sums (element i into sum i mod 8, fused
+/// multiply-adds) added in a fixed tree: vectorises, and gives the same bits on every
+/// instruction set. Call it only from code compiled for the selected instruction set (inside a
+/// `pulp` dispatch), where `mul_add` is one instruction.
+#[inline(always)]
+fn dot_lanes(x: &[f64], w: &[f64]) -> f64 {
+    const L: usize = 8;
+    let mut acc = [0.0f64; L];
+    let full = x.len() - x.len() % L;
+    for (xs, ws) in x[..full].chunks_exact(L).zip(w[..full].chunks_exact(L)) {
+        for q in 0..L {
+            acc[q] = xs[q].mul_add(ws[q], acc[q]);
+        }
+    }
+    for (q, (a, b)) in x[full..].iter().zip(&w[full..]).enumerate() {
+        acc[q] = a.mul_add(*b, acc[q]);
+    }
+    ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
+}
+
 /// Gradient and Hessian of the objective at `theta` (margins computed from scratch).
 #[cfg(test)]
 fn grad_hess(x: &[f64], d: usize, y: &[f64], theta: &[f64], ridge: f64) -> (Vec<f64>, Mat) {
     let mut z = vec![0.0; y.len()];
     margin_change(x, d, theta, &mut z, false);
-    let mut sig = vec![0.0; y.len()];
-    data_loss(&z, y, &mut sig, false);
+    let (mut zc, mut sig) = (vec![0.0; y.len()], vec![0.0; y.len()]);
+    data_loss(&z, &z, 0.0, y, &mut zc, &mut sig, false);
     grad_hess_at(x, d, y, &sig, theta, ridge, false)
 }
 
@@ -230,15 +339,17 @@ fn grad_hess_at(
     let p = d + 1;
     let w = &theta[..d];
     let parts = map_chunks(x, d, y, sig, par, |xc, yc, sc| {
-        let mut g = vec![0.0; p];
-        let mut weights = Vec::with_capacity(yc.len());
-        for ((xi, &l), &s) in xc.chunks_exact(d).zip(yc).zip(sc) {
-            let r = s - l;
-            crate::linalg::axpy(r, xi, &mut g[..d]);
-            g[d] += r;
-            weights.push(s * (1.0 - s));
+        // Row weights σ'(z_i) = s_i(1 − s_i) and residuals r_i = s_i − ℓ_i.
+        let rows = yc.len();
+        let (mut wt, mut res) = ([0.0; CHUNK], [0.0; CHUNK]);
+        for (((w, r), &s), &l) in wt.iter_mut().zip(res.iter_mut()).zip(sc).zip(yc) {
+            *w = s * (1.0 - s);
+            *r = s - l;
         }
-        (g, weighted_gram_upper(xc, d, &weights))
+        let mut g = vec![0.0; p];
+        let mut h = vec![0.0; p * p];
+        gram_upper_into(xc, d, &wt[..rows], Some(&res[..rows]), &mut h, &mut g);
+        (g, h)
     });
     let mut grad = vec![0.0; p];
     let mut upper = vec![0.0; p * p];
@@ -269,44 +380,48 @@ const GRAM_BLOCK_BYTES: usize = 24 * 1024;
 /// Upper triangle (row-major, `p × p` with `p = d + 1`) of `Σ_i s_i x̃_i x̃_iᵀ`, x̃ = (x, 1).
 ///
 /// This is the hot loop of the simulator: `n (d+1)(d+2)/2` multiply-adds per Newton iteration.
-/// The `d × d` block is computed by a register-tiled kernel (6 Hessian rows × 2 SIMD vectors of
-/// columns with AVX-512, 4 × 2 otherwise; one fused multiply-add per element and row) over
-/// L1-sized blocks of rows, dispatched at run time to the widest instruction set available
-/// (AVX-512, AVX2+FMA, or scalar); columns beyond the last full tile and the intercept
-/// row/column are accumulated directly. Every sum runs over rows in their order, so the result
-/// depends only on the input and the instruction set, never on threading. Entries below the
-/// diagonal are zero.
+/// The `d × d` block is computed by a register-tiled kernel over L1-sized blocks of rows
+/// (tiles of 8 Hessian rows × 2 SIMD vectors of columns with AVX-512, 4 × 2 otherwise, one
+/// fused multiply-add per element and row, the row weights folded into the vector operand; a
+/// tile whose first column vector lies entirely below the diagonal computes only the second),
+/// dispatched at run time to the widest instruction set available (AVX-512, AVX2+FMA, or
+/// scalar); columns beyond the last full tile are accumulated directly, and the intercept
+/// row/column on the pass that scales the rows. Every sum runs over rows in their order, so the
+/// result depends only on the input and the instruction set, never on threading. Entries below
+/// the diagonal are zero.
 pub fn weighted_gram_upper(x: &[f64], d: usize, s: &[f64]) -> Vec<f64> {
     let p = d + 1;
     let rows = s.len().min(x.len() / d.max(1));
-    let x = &x[..rows * d];
-    let s = &s[..rows];
     let mut h = vec![0.0; p * p];
     if d == 0 {
         h[0] = s.iter().sum();
         return h;
     }
-    pulp::Arch::new().dispatch(GramKernel { x, d, s, h: &mut h });
-    // Intercept row: H[a][d] = Σ s_i x_ia, H[d][d] = Σ s_i.
-    let mut col = vec![0.0; d];
-    let mut ssum = 0.0;
-    for (xi, &si) in x.chunks_exact(d).zip(s) {
-        crate::linalg::axpy(si, xi, &mut col);
-        ssum += si;
-    }
-    for (a, v) in col.iter().enumerate() {
-        h[a * p + d] = *v;
-    }
-    h[d * p + d] = ssum;
+    gram_upper_into(&x[..rows * d], d, &s[..rows], None, &mut h, &mut []);
     h
 }
 
-/// The SIMD part of [`weighted_gram_upper`]: the `d × d` upper triangle (into `h`, stride d+1).
+/// Adds `Σ_i s_i x̃_i x̃_iᵀ` (upper triangle) to `h` and, when `r` is given, `Σ_i r_i x̃_i` to
+/// `g` (length d + 1), in one pass over the rows of `x` (`s.len()` rows of width `d ≥ 1`).
+fn gram_upper_into(
+    x: &[f64],
+    d: usize,
+    s: &[f64],
+    r: Option<&[f64]>,
+    h: &mut [f64],
+    g: &mut [f64],
+) {
+    pulp::Arch::new().dispatch(GramKernel { x, d, s, r, h, g });
+}
+
+/// The SIMD body of [`gram_upper_into`].
 struct GramKernel<'a> {
     x: &'a [f64],
     d: usize,
     s: &'a [f64],
+    r: Option<&'a [f64]>,
     h: &'a mut [f64],
+    g: &'a mut [f64],
 }
 
 impl pulp::WithSimd for GramKernel<'_> {
@@ -315,76 +430,185 @@ impl pulp::WithSimd for GramKernel<'_> {
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, simd: S) -> Self::Output {
         if S::F64_LANES >= 8 {
-            gram_tiles::<S, 6>(simd, self);
+            gram_tiles::<S, 8>(simd, self);
         } else {
             gram_tiles::<S, 4>(simd, self);
         }
     }
 }
 
-/// One register tile: `acc[r] += Σ_i x_{i,a0+r} · y_i[b0 .. b0 + 2 lanes]` over the rows of a
-/// block, where `y_i = s_i x_i` (row stride d for both).
+/// One register tile: `h[a0 + r][b0 ..] += Σ_i x_{i,a0+r} · y_i[b0 .. b0 + NV lanes]` over the
+/// rows of a block, where `y_i = s_i x_i` (row stride d for both).
 #[inline(always)]
-fn gram_tile<S: pulp::Simd, const MR: usize>(
+#[allow(clippy::too_many_arguments)]
+fn gram_tile<S: pulp::Simd, const MR: usize, const NV: usize>(
     simd: S,
     xb: &[f64],
     yb: &[f64],
     d: usize,
+    p: usize,
     a0: usize,
     b0: usize,
-    acc: &mut [[S::f64s; 2]; MR],
+    h: &mut [f64],
 ) {
-    let nr = 2 * S::F64_LANES;
+    let lanes = S::F64_LANES;
+    let mut acc = [[simd.splat_f64s(0.0); NV]; MR];
     for (xi, yi) in xb.chunks_exact(d).zip(yb.chunks_exact(d)) {
-        let (v, _) = S::as_simd_f64s(&yi[b0..b0 + nr]);
+        let (v, _) = S::as_simd_f64s(&yi[b0..b0 + NV * lanes]);
         let xa = &xi[a0..a0 + MR];
         for (accr, &x) in acc.iter_mut().zip(xa) {
             let xv = simd.splat_f64s(x);
-            accr[0] = simd.mul_add_f64s(xv, v[0], accr[0]);
-            accr[1] = simd.mul_add_f64s(xv, v[1], accr[1]);
+            for (accq, &vq) in accr.iter_mut().zip(v) {
+                *accq = simd.mul_add_f64s(xv, vq, *accq);
+            }
+        }
+    }
+    for (r, accr) in acc.iter().enumerate() {
+        let a = a0 + r;
+        let (hv, _) = S::as_mut_simd_f64s(&mut h[a * p + b0..a * p + b0 + NV * lanes]);
+        for (hq, &aq) in hv.iter_mut().zip(accr) {
+            *hq = simd.add_f64s(*hq, aq);
         }
     }
 }
 
+/// A tile of `mr ≤ 8` rows, dispatched to its fixed size.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn gram_tile_rows<S: pulp::Simd, const NV: usize>(
+    simd: S,
+    xb: &[f64],
+    yb: &[f64],
+    d: usize,
+    p: usize,
+    a0: usize,
+    mr: usize,
+    b0: usize,
+    h: &mut [f64],
+) {
+    match mr {
+        8 => gram_tile::<S, 8, NV>(simd, xb, yb, d, p, a0, b0, h),
+        7 => gram_tile::<S, 7, NV>(simd, xb, yb, d, p, a0, b0, h),
+        6 => gram_tile::<S, 6, NV>(simd, xb, yb, d, p, a0, b0, h),
+        5 => gram_tile::<S, 5, NV>(simd, xb, yb, d, p, a0, b0, h),
+        4 => gram_tile::<S, 4, NV>(simd, xb, yb, d, p, a0, b0, h),
+        3 => gram_tile::<S, 3, NV>(simd, xb, yb, d, p, a0, b0, h),
+        2 => gram_tile::<S, 2, NV>(simd, xb, yb, d, p, a0, b0, h),
+        1 => gram_tile::<S, 1, NV>(simd, xb, yb, d, p, a0, b0, h),
+        _ => unreachable!("tiles have at most 8 rows"),
+    }
+}
+
+/// `y_i = s_i x_i` for the rows of a block, with `col += Σ_i y_i` and (when `r` is given)
+/// `gw += Σ_i r_i x_i`, accumulated in registers one column vector at a time (each column is
+/// summed over the block's rows in order, then added to its running total).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn scale_rows<S: pulp::Simd>(
+    simd: S,
+    xb: &[f64],
+    d: usize,
+    sb: &[f64],
+    rb: Option<&[f64]>,
+    yb: &mut [f64],
+    col: &mut [f64],
+    gw: &mut [f64],
+) {
+    let lanes = S::F64_LANES;
+    let mut c0 = 0;
+    while c0 + lanes <= d {
+        let mut cacc = simd.splat_f64s(0.0);
+        let mut gacc = simd.splat_f64s(0.0);
+        for (i, (xi, yi)) in xb.chunks_exact(d).zip(yb.chunks_exact_mut(d)).enumerate() {
+            let (xv, _) = S::as_simd_f64s(&xi[c0..c0 + lanes]);
+            let yv = simd.mul_f64s(simd.splat_f64s(sb[i]), xv[0]);
+            let (yo, _) = S::as_mut_simd_f64s(&mut yi[c0..c0 + lanes]);
+            yo[0] = yv;
+            cacc = simd.add_f64s(cacc, yv);
+            if let Some(rb) = rb {
+                gacc = simd.mul_add_f64s(simd.splat_f64s(rb[i]), xv[0], gacc);
+            }
+        }
+        let (cv, _) = S::as_mut_simd_f64s(&mut col[c0..c0 + lanes]);
+        cv[0] = simd.add_f64s(cv[0], cacc);
+        if rb.is_some() {
+            let (gv, _) = S::as_mut_simd_f64s(&mut gw[c0..c0 + lanes]);
+            gv[0] = simd.add_f64s(gv[0], gacc);
+        }
+        c0 += lanes;
+    }
+    for c in c0..d {
+        let (mut cacc, mut gacc) = (0.0, 0.0);
+        for (i, (xi, yi)) in xb.chunks_exact(d).zip(yb.chunks_exact_mut(d)).enumerate() {
+            yi[c] = sb[i] * xi[c];
+            cacc += yi[c];
+            if let Some(rb) = rb {
+                gacc = rb[i].mul_add(xi[c], gacc);
+            }
+        }
+        col[c] += cacc;
+        if rb.is_some() {
+            gw[c] += gacc;
+        }
+    }
+}
+
+/// `Σ v_i` in eight interleaved partial sums (element i into sum i mod 8) added in a fixed tree.
+#[inline(always)]
+fn sum_lanes(v: &[f64]) -> f64 {
+    const L: usize = 8;
+    let mut acc = [0.0f64; L];
+    let full = v.len() - v.len() % L;
+    for vs in v[..full].chunks_exact(L) {
+        for q in 0..L {
+            acc[q] += vs[q];
+        }
+    }
+    for (q, x) in v[full..].iter().enumerate() {
+        acc[q] += x;
+    }
+    ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
+}
+
 #[inline(always)]
 fn gram_tiles<S: pulp::Simd, const MR: usize>(simd: S, k: GramKernel<'_>) {
-    let GramKernel { x, d, s, h } = k;
+    let GramKernel { x, d, s, r, h, g } = k;
     let p = d + 1;
-    let nr = 2 * S::F64_LANES;
+    let lanes = S::F64_LANES;
+    let nr = 2 * lanes;
     // Columns [0, full) are covered by SIMD tiles, [full, d) by the scalar tail.
     let full = (d / nr) * nr;
     let block_rows = (GRAM_BLOCK_BYTES / (8 * d)).clamp(8, 256);
     let mut y = vec![0.0; block_rows * d];
-    for (xb, sb) in x.chunks(block_rows * d).zip(s.chunks(block_rows)) {
+    // Intercept column Σ s_i x_i and corner Σ s_i; gradient Σ r_i x̃_i.
+    let mut col = vec![0.0; d];
+    let (mut ssum, mut rsum) = (0.0, 0.0);
+    let mut gw = vec![0.0; if r.is_some() { d } else { 0 }];
+    for (bi, (xb, sb)) in x
+        .chunks(block_rows * d)
+        .zip(s.chunks(block_rows))
+        .enumerate()
+    {
         let yb = &mut y[..xb.len()];
-        for ((yi, xi), &si) in yb.chunks_exact_mut(d).zip(xb.chunks_exact(d)).zip(sb) {
-            for (a, b) in yi.iter_mut().zip(xi) {
-                *a = si * b;
-            }
+        let rb = r.map(|r| &r[bi * block_rows..bi * block_rows + sb.len()]);
+        scale_rows(simd, xb, d, sb, rb, yb, &mut col, &mut gw);
+        ssum += sum_lanes(sb);
+        if let Some(rb) = rb {
+            rsum += sum_lanes(rb);
         }
         let yb = &*yb;
         let mut b0 = 0;
         while b0 < full {
-            // Tiles (a0..a0+MR) × (b0..b0+nr) that touch the upper triangle: a0 ≤ b0+nr−1.
+            // Row tiles of the column block [b0, b0 + nr): rows a < b0 + nr.
+            let rows_end = b0 + nr;
             let mut a0 = 0;
-            while a0 < (b0 + nr).min(d) {
-                let mr = MR.min(d - a0);
-                let mut acc = [[simd.splat_f64s(0.0); 2]; MR];
-                if mr == MR {
-                    gram_tile::<S, MR>(simd, xb, yb, d, a0, b0, &mut acc);
+            while a0 < rows_end {
+                let mr = MR.min(rows_end - a0);
+                if a0 >= b0 + lanes {
+                    // The first column vector lies below the diagonal for every row here.
+                    gram_tile_rows::<S, 1>(simd, xb, yb, d, p, a0, mr, b0 + lanes, h);
                 } else {
-                    // Last rows of the triangle: one Hessian row per tile.
-                    for (r, accr) in acc.iter_mut().enumerate().take(mr) {
-                        let mut one = [*accr];
-                        gram_tile::<S, 1>(simd, xb, yb, d, a0 + r, b0, &mut one);
-                        *accr = one[0];
-                    }
-                }
-                for (r, accr) in acc.iter().enumerate().take(mr) {
-                    let a = a0 + r;
-                    let (hv, _) = S::as_mut_simd_f64s(&mut h[a * p + b0..a * p + b0 + nr]);
-                    hv[0] = simd.add_f64s(hv[0], accr[0]);
-                    hv[1] = simd.add_f64s(hv[1], accr[1]);
+                    gram_tile_rows::<S, 2>(simd, xb, yb, d, p, a0, mr, b0, h);
                 }
                 a0 += MR;
             }
@@ -399,6 +623,16 @@ fn gram_tiles<S: pulp::Simd, const MR: usize>(simd: S, k: GramKernel<'_>) {
                 }
             }
         }
+    }
+    for (a, v) in col.iter().enumerate() {
+        h[a * p + d] += v;
+    }
+    h[d * p + d] += ssum;
+    if r.is_some() {
+        for (gc, v) in g.iter_mut().zip(&gw) {
+            *gc += v;
+        }
+        g[d] += rsum;
     }
     // The SIMD tiles also filled some entries below the diagonal: clear them.
     for a in 1..d {

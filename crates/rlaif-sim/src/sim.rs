@@ -13,9 +13,11 @@
 //!
 //! Population mode replaces steps 1–4 with `ŵ = βj`.
 //!
-//! Randomness: every block of [`PAIRS_PER_BLOCK`] pairs draws from its own ChaCha8 stream,
-//! keyed by (seed, round, block), and blocks are written to fixed slots, so a run is bit-identical
-//! whatever the number of threads.
+//! Randomness: every block of [`PAIRS_PER_BLOCK`] pairs draws from its own counter-based
+//! stream ([`CounterStream`], SplitMix64 keyed by (seed, round, block), filled eight words at a
+//! time), and blocks are written to fixed slots, so a run is bit-identical whatever the number
+//! of threads (and the instruction set). The `mc_value` self-check and [`sample_policy`] draw
+//! from ChaCha8 streams keyed the same way.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -27,6 +29,7 @@ use crate::agreement::{agree_deterministic, sigmoid};
 use crate::linalg::{axpy, dot, scaled};
 use crate::logistic::{self, FitError};
 use crate::model::LatentModel;
+use crate::rng::{CounterStream, NORMAL_GROUP};
 use crate::theorems::{population_trajectory, Trajectory};
 
 /// Pairs per random stream / parallel work item.
@@ -168,20 +171,31 @@ fn record(
     }
 }
 
-/// The RNG of one block: seed, round, purpose (0 = pairs, 1 = value draws) and block index.
+/// The id of one block's stream: round, purpose (0 = pairs, 1 = value draws, 2 = policy
+/// samples) and block index.
+pub fn stream_id(round: usize, purpose: u64, block: usize) -> u64 {
+    ((round as u64) << 33) | (purpose << 32) | block as u64
+}
+
+/// The ChaCha8 RNG of one block (value draws and policy samples).
 fn stream(seed: u64, round: usize, purpose: u64, block: usize) -> ChaCha8Rng {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream(((round as u64) << 33) | (purpose << 32) | block as u64);
+    rng.set_stream(stream_id(round, purpose, block));
     rng
 }
 
 /// Steps 1–3: fills `dh` (`n × d`) and `labels` (n) for round `round` under policy tilt `b`.
 ///
-/// Each pair draws, in this order, `ξ₁` (k), `ζ₁` (d), `ξ₂` (k), `ζ₂` (d) and the label's
-/// uniform from its block's stream; then, a whole block ([`PAIRS_PER_BLOCK`] pairs) at a time,
-/// `z_r = m_z + L ξ_r`, `h_r = W z_r + m_ε + s ζ_r` (with `m_z = μ₀ + Σ_z Wᵀ b`, `m_ε = s² b`),
-/// `Δh = h₁ − h₂` and the label. The block products by `Lᵀ` and `Wᵀ` run in SIMD kernels chosen
-/// at run time; no allocation happens per sample.
+/// Block `B` of [`PAIRS_PER_BLOCK`] pairs (`r` pairs; the last block may be shorter) reads the
+/// stream `CounterStream::new(seed, stream_id(round, 0, B))`: standard normals
+/// `0 .. rk` are the `ξ` of the first responses of its pairs (pair by pair, k each),
+/// `rk .. 2rk` those of the second responses, `2rk .. 2rk + rd` the `ζ` of the first responses,
+/// `2rk + rd .. 2rk + 2rd` those of the second; the label uniforms are words `N .. N + r` with
+/// `N = 2r(k + d)` rounded up to a whole normal group. Then, a whole block at a time,
+/// `z = m_z + L ξ`, `h = W z + m_ε + s ζ` (with `m_z = μ₀ + Σ_z Wᵀ b`, `m_ε = s² b`),
+/// `Δh = h₁ − h₂` and `ℓ = [u < σ(β⟨j, Δh⟩ + b_pos)]`. The draws are vectorised fills and the
+/// block products by `Lᵀ` and `Wᵀ` run in SIMD kernels chosen at run time; nothing is allocated
+/// per sample.
 pub fn sample_labelled_pairs(
     m: &LatentModel,
     b: &[f64],
@@ -203,33 +217,26 @@ pub fn sample_labelled_pairs(
         .zip(labels.par_chunks_mut(PAIRS_PER_BLOCK))
         .enumerate()
         .for_each(|(block, (h1, lab_block))| {
-            let mut rng = stream(cfg.seed, round, 0, block);
+            let rng = CounterStream::new(cfg.seed, stream_id(round, 0, block));
             let rows = lab_block.len();
-            let mut xi1 = vec![0.0; rows * k];
-            let mut xi2 = vec![0.0; rows * k];
+            let (rk, rd) = ((rows * k) as u64, (rows * d) as u64);
+            let mut xi = vec![0.0; 2 * rows * k];
             let mut h2 = vec![0.0; rows * d];
-            let mut uniforms = vec![0.0; rows];
-            // Draws, in stream order; ε_r = m_ε + s ζ_r is formed in place.
-            for ((((x1, e1), x2), e2), u) in xi1
-                .chunks_exact_mut(k)
-                .zip(h1.chunks_exact_mut(d))
-                .zip(xi2.chunks_exact_mut(k))
-                .zip(h2.chunks_exact_mut(d))
-                .zip(uniforms.iter_mut())
-            {
-                fill_standard_normal(&mut rng, x1);
-                fill_standard_normal(&mut rng, e1);
-                fill_standard_normal(&mut rng, x2);
-                fill_standard_normal(&mut rng, e2);
-                *u = rng.gen::<f64>();
-                for ((a, c), mi) in e1.iter_mut().zip(e2.iter_mut()).zip(&me) {
-                    *a = mi + s * *a;
-                    *c = mi + s * *c;
+            rng.fill_normal(0, &mut xi);
+            rng.fill_normal(2 * rk, h1);
+            rng.fill_normal(2 * rk + rd, &mut h2);
+            let group = NORMAL_GROUP as u64;
+            rng.fill_uniform((2 * (rk + rd)).div_ceil(group) * group, lab_block);
+            // ε_r = m_ε + s ζ_r, in place.
+            for row in h1.chunks_exact_mut(d).chain(h2.chunks_exact_mut(d)) {
+                for (e, mi) in row.iter_mut().zip(&me) {
+                    *e = mi + s * *e;
                 }
             }
             // z_r = m_z + L ξ_r, h_r = ε_r + W z_r, Δh = h₁ − h₂ (into h1).
             let mut z = vec![0.0; rows * k];
-            for (xi, h) in [(&xi1, &mut *h1), (&xi2, &mut h2[..])] {
+            let (xi1, xi2) = xi.split_at(rows * k);
+            for (xi, h) in [(xi1, &mut *h1), (xi2, &mut h2[..])] {
                 for zr in z.chunks_exact_mut(k) {
                     zr.copy_from_slice(&mz);
                 }
@@ -239,19 +246,12 @@ pub fn sample_labelled_pairs(
             for (a, c) in h1.iter_mut().zip(&h2) {
                 *a -= c;
             }
-            for ((out, lab), &u) in h1.chunks_exact(d).zip(lab_block.iter_mut()).zip(&uniforms) {
+            for (out, lab) in h1.chunks_exact(d).zip(lab_block.iter_mut()) {
                 let p = sigmoid(cfg.beta * dot(j, out) + cfg.b_pos);
-                *lab = if u < p { 1.0 } else { 0.0 };
+                // `lab` holds the pair's uniform u until here.
+                *lab = if *lab < p { 1.0 } else { 0.0 };
             }
         });
-}
-
-/// Fills `buf` with standard normal draws, in order.
-#[inline]
-fn fill_standard_normal(rng: &mut ChaCha8Rng, buf: &mut [f64]) {
-    for v in buf.iter_mut() {
-        *v = rng.sample(StandardNormal);
-    }
 }
 
 /// `out_r += Σ_a a_{ra} B_a` for every row r: `a` is `rows × k`, `b` is `k × cols`, `out` is
@@ -301,10 +301,13 @@ impl pulp::WithSimd for RowsTimes<'_> {
                 ov[0] = acc;
                 c0 += lanes;
             }
+            // Remaining columns (all of them when cols < lanes), accumulated in registers.
             for (c, o) in orow.iter_mut().enumerate().skip(c0) {
+                let mut acc = *o;
                 for (&x, brow) in ar.iter().zip(b.chunks_exact(cols)) {
-                    *o = x.mul_add(brow[c], *o);
+                    acc = x.mul_add(brow[c], acc);
                 }
+                *o = acc;
             }
         }
     }

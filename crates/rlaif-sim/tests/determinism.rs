@@ -7,7 +7,10 @@ use rand_distr::StandardNormal;
 use rlaif_sim::agreement::sigmoid;
 use rlaif_sim::linalg::{dot, Mat};
 use rlaif_sim::model::LatentModel;
-use rlaif_sim::sim::{sample_labelled_pairs, simulate, Mode, SimConfig, PAIRS_PER_BLOCK};
+use rlaif_sim::rng::CounterStream;
+use rlaif_sim::sim::{
+    sample_labelled_pairs, simulate, stream_id, Mode, SimConfig, PAIRS_PER_BLOCK,
+};
 
 /// A model with a non-trivial Σ_z and μ₀, width d and k latent features.
 fn model(d: usize, k: usize, seed: u64) -> (LatentModel, Vec<f64>, Vec<f64>) {
@@ -102,8 +105,9 @@ fn sampled_pairs_are_bit_identical_for_any_thread_count() {
 }
 
 /// The sampler against a direct, one-response-at-a-time transcription of THEORY §7 steps 1–3
-/// from the same streams: `z = μ₀ + Σ_z Wᵀ b + L ξ`, `ε = s² b + s ζ`, `h = W z + ε`,
-/// `Δh = h₁ − h₂`, `ℓ ~ Bernoulli(σ(β⟨j, Δh⟩ + b_pos))`.
+/// from the same streams, read one number at a time with the scalar references
+/// `normal_at` / `uniform_at` in the documented layout: `z = μ₀ + Σ_z Wᵀ b + L ξ`,
+/// `ε = s² b + s ζ`, `h = W z + ε`, `Δh = h₁ − h₂`, `ℓ ~ Bernoulli(σ(β⟨j, Δh⟩ + b_pos))`.
 #[test]
 fn sampler_matches_a_direct_transcription_of_section_7() {
     for (d, k) in [(5, 3), (40, 10)] {
@@ -117,31 +121,26 @@ fn sampler_matches_a_direct_transcription_of_section_7() {
         let sz_wt_b = m.sigma_z().matvec(&m.w().t_matvec(&b));
         let l = m.sigma_z_chol().l();
         let s = m.s2().sqrt();
-        let respond = |rng: &mut ChaCha8Rng| -> Vec<f64> {
-            let xi: Vec<f64> = (0..k).map(|_| rng.sample(StandardNormal)).collect();
+        // One response from ξ = normals xi0.., ζ = normals zeta0.. of the stream.
+        let respond = |rng: &CounterStream, xi0: u64, zeta0: u64| -> Vec<f64> {
+            let xi: Vec<f64> = (0..k as u64).map(|a| rng.normal_at(xi0 + a)).collect();
             let lxi = l.matvec(&xi);
             let z: Vec<f64> = (0..k).map(|i| m.mu0()[i] + sz_wt_b[i] + lxi[i]).collect();
             let wz = m.w().matvec(&z);
             (0..d)
-                .map(|i| {
-                    let zeta: f64 = rng.sample(StandardNormal);
-                    wz[i] + m.s2() * b[i] + s * zeta
-                })
+                .map(|i| wz[i] + m.s2() * b[i] + s * rng.normal_at(zeta0 + i as u64))
                 .collect()
         };
         let mut mismatched_labels = 0;
         for i in 0..cfg.pairs {
             let block = i / PAIRS_PER_BLOCK;
-            // The stream of (seed, round, purpose 0, block), advanced to pair i of the block.
-            let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-            rng.set_stream(((round as u64) << 33) | block as u64);
-            for _ in 0..i % PAIRS_PER_BLOCK {
-                respond(&mut rng);
-                respond(&mut rng);
-                let _: f64 = rng.gen();
-            }
-            let h1 = respond(&mut rng);
-            let h2 = respond(&mut rng);
+            let t = (i % PAIRS_PER_BLOCK) as u64;
+            let rows = PAIRS_PER_BLOCK.min(cfg.pairs - block * PAIRS_PER_BLOCK) as u64;
+            let (k64, d64) = (k as u64, d as u64);
+            let (rk, rd) = (rows * k64, rows * d64);
+            let rng = CounterStream::new(cfg.seed, stream_id(round, 0, block));
+            let h1 = respond(&rng, t * k64, 2 * rk + t * d64);
+            let h2 = respond(&rng, rk + t * k64, 2 * rk + rd + t * d64);
             let want: Vec<f64> = h1.iter().zip(&h2).map(|(a, c)| a - c).collect();
             let got = &dh[i * d..(i + 1) * d];
             for (g, w) in got.iter().zip(&want) {
@@ -151,7 +150,12 @@ fn sampler_matches_a_direct_transcription_of_section_7() {
                 );
             }
             let p = sigmoid(cfg.beta * dot(&j, &want) + cfg.b_pos);
-            let label = if rng.gen::<f64>() < p { 1.0 } else { 0.0 };
+            let first_uniform = (2 * (rk + rd)).div_ceil(16) * 16;
+            let label = if rng.uniform_at(first_uniform + t) < p {
+                1.0
+            } else {
+                0.0
+            };
             if label != labels[i] {
                 mismatched_labels += 1;
             }
