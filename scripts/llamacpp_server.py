@@ -16,6 +16,11 @@ Two ways to use it:
             env LVH_TEST_MODEL="$MODEL" cargo test --release -p lvh --test remote_llamacpp
 
   * without one: serve until interrupted (Ctrl-C / SIGTERM).
+
+With --embeddings the server runs in llama.cpp's embedding mode instead, without pooling: its
+`/embeddings` endpoint returns, for every prompt position, the final-norm hidden state (the input
+of the unembedding, lvh's `ln_final.hook_normalized`); the URL is then announced and passed on as
+LVH_TEST_EMBEDDINGS_ENDPOINT (see crates/lvh/tests/llamacpp_residual.rs).
 """
 
 import argparse
@@ -64,6 +69,8 @@ def main():
         help="K/V cache precision (f16 is llama.cpp's default; f32 removes one source of rounding)",
     )
     ap.add_argument("--parallel", type=int, default=1, help="server slots (concurrent requests)")
+    ap.add_argument("--embeddings", action="store_true",
+                    help="embedding mode, no pooling: per-position final hidden states from /embeddings")
     ap.add_argument("--url-file", help="also write the base URL to this file")
     ap.add_argument("--ready-timeout", type=float, default=120.0, help="seconds to wait for the model")
     ap.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND ARGS... to run against the server")
@@ -88,19 +95,25 @@ def main():
     p.cache_type_v = kv
     p.cpuparams.n_threads = args.threads
     p.cpuparams_batch.n_threads = args.threads
+    if args.embeddings:
+        p.embedding = True
+        p.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_NONE
+        p.embd_normalize = -1  # the hidden states as they are
+        p.n_batch = p.n_ubatch = args.ctx  # a whole prompt in one batch
+    var = "LVH_TEST_EMBEDDINGS_ENDPOINT" if args.embeddings else "LVH_TEST_ENDPOINT"
     server = xllamacpp.Server(p)  # listens until the object is released
     url = getattr(server, "listening_address", None) or f"http://127.0.0.1:{port}"
     url = url.rstrip("/")
     wait_ready(url, args.ready_timeout)
 
-    print(f"LVH_TEST_ENDPOINT={url}", flush=True)
+    print(f"{var}={url}", flush=True)
     if args.url_file:
         with open(args.url_file, "w") as f:
             f.write(url + "\n")
 
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if command:
-        env = dict(os.environ, LVH_TEST_ENDPOINT=url)
+        env = dict(os.environ, **{var: url})
         status = subprocess.call(command, env=env)
         del server
         sys.exit(status)
