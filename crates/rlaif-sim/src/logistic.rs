@@ -77,9 +77,11 @@ pub fn fit(x: &[f64], d: usize, y: &[f64], ridge: f64) -> Result<LogisticFit, Fi
     // σ(z_i), a by-product of each loss evaluation, reused by the next gradient and Hessian.
     let mut sig = vec![0.0; n];
     let mut sig_cand = vec![0.0; n];
+    // Row weights σ'(z_i) and residuals σ(z_i) − ℓ_i of the current iterate.
+    let (mut wt, mut res) = (vec![0.0; n], vec![0.0; n]);
     let mut loss = data_loss(&dz, &dz, 0.0, y, &mut z, &mut sig, par);
     for iter in 1..=200 {
-        let (grad, hess) = grad_hess_at(x, d, y, &sig, &theta, ridge, par);
+        let (grad, hess) = grad_hess_at(x, d, y, &sig, &theta, ridge, par, &mut wt, &mut res);
         let step = newton_step(&hess, &grad);
         let slope = dot(&grad, &step);
         margin_change(x, d, &step, &mut dz, par);
@@ -301,7 +303,7 @@ impl pulp::WithSimd for MarginRows<'_> {
 /// instruction set. Call it only from code compiled for the selected instruction set (inside a
 /// `pulp` dispatch), where `mul_add` is one instruction.
 #[inline(always)]
-fn dot_lanes(x: &[f64], w: &[f64]) -> f64 {
+pub(crate) fn dot_lanes(x: &[f64], w: &[f64]) -> f64 {
     const L: usize = 8;
     let mut acc = [0.0f64; L];
     let full = x.len() - x.len() % L;
@@ -323,10 +325,12 @@ fn grad_hess(x: &[f64], d: usize, y: &[f64], theta: &[f64], ridge: f64) -> (Vec<
     margin_change(x, d, theta, &mut z, false);
     let (mut zc, mut sig) = (vec![0.0; y.len()], vec![0.0; y.len()]);
     data_loss(&z, &z, 0.0, y, &mut zc, &mut sig, false);
-    grad_hess_at(x, d, y, &sig, theta, ridge, false)
+    let (mut wt, mut res) = (vec![0.0; y.len()], vec![0.0; y.len()]);
+    grad_hess_at(x, d, y, &sig, theta, ridge, false, &mut wt, &mut res)
 }
 
 /// Gradient and Hessian of the objective at `theta`, where `sig_i = σ(z_i)`.
+#[allow(clippy::too_many_arguments)]
 fn grad_hess_at(
     x: &[f64],
     d: usize,
@@ -335,20 +339,20 @@ fn grad_hess_at(
     theta: &[f64],
     ridge: f64,
     par: bool,
+    wt: &mut [f64],
+    res: &mut [f64],
 ) -> (Vec<f64>, Mat) {
     let p = d + 1;
     let w = &theta[..d];
-    let parts = map_chunks(x, d, y, sig, par, |xc, yc, sc| {
-        // Row weights σ'(z_i) = s_i(1 − s_i) and residuals r_i = s_i − ℓ_i.
-        let rows = yc.len();
-        let (mut wt, mut res) = ([0.0; CHUNK], [0.0; CHUNK]);
-        for (((w, r), &s), &l) in wt.iter_mut().zip(res.iter_mut()).zip(sc).zip(yc) {
-            *w = s * (1.0 - s);
-            *r = s - l;
-        }
+    // Row weights σ'(z_i) = s_i(1 − s_i) and residuals r_i = s_i − ℓ_i.
+    for (((w, r), &s), &l) in wt.iter_mut().zip(res.iter_mut()).zip(sig).zip(y) {
+        *w = s * (1.0 - s);
+        *r = s - l;
+    }
+    let parts = map_chunks(x, d, wt, res, par, |xc, wc, rc| {
         let mut g = vec![0.0; p];
         let mut h = vec![0.0; p * p];
-        gram_upper_into(xc, d, &wt[..rows], Some(&res[..rows]), &mut h, &mut g);
+        gram_upper_into(xc, d, wc, Some(rc), &mut h, &mut g);
         (g, h)
     });
     let mut grad = vec![0.0; p];

@@ -25,7 +25,7 @@ use rand_distr::StandardNormal;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::agreement::{agree_deterministic, sigmoid};
+use crate::agreement::agree_deterministic;
 use crate::linalg::{axpy, dot, scaled};
 use crate::logistic::{self, FitError};
 use crate::model::LatentModel;
@@ -191,11 +191,13 @@ fn stream(seed: u64, round: usize, purpose: u64, block: usize) -> ChaCha8Rng {
 /// `0 .. rk` are the `ξ` of the first responses of its pairs (pair by pair, k each),
 /// `rk .. 2rk` those of the second responses, `2rk .. 2rk + rd` the `ζ` of the first responses,
 /// `2rk + rd .. 2rk + 2rd` those of the second; the label uniforms are words `N .. N + r` with
-/// `N = 2r(k + d)` rounded up to a whole normal group. Then, a whole block at a time,
-/// `z = m_z + L ξ`, `h = W z + m_ε + s ζ` (with `m_z = μ₀ + Σ_z Wᵀ b`, `m_ε = s² b`),
-/// `Δh = h₁ − h₂` and `ℓ = [u < σ(β⟨j, Δh⟩ + b_pos)]`. The draws are vectorised fills and the
-/// block products by `Lᵀ` and `Wᵀ` run in SIMD kernels chosen at run time; nothing is allocated
-/// per sample.
+/// `N = 2r(k + d)` rounded up to a whole normal group. Every response is then formed as
+/// `h = W z + m_ε + s ζ` with `z = m_z + L ξ` (`m_z = μ₀ + Σ_z Wᵀ b`, `m_ε = s² b`), computed
+/// as `h = c + M ξ + s ζ` with `M = W L` and `c = W m_z + m_ε` formed once per call; then
+/// `Δh = h₁ − h₂` and `ℓ = [u < σ(β⟨j, Δh⟩ + b_pos)]`. The draws are vectorised fills and each
+/// pair is one pass of a SIMD kernel chosen at run time; nothing is allocated per sample.
+/// Up to [`SERIAL_MAX_BLOCKS`] blocks run on the calling thread (rayon's wake-up costs more
+/// than they do); the result is the same either way.
 pub fn sample_labelled_pairs(
     m: &LatentModel,
     b: &[f64],
@@ -208,107 +210,148 @@ pub fn sample_labelled_pairs(
     let d = m.d();
     let k = m.k();
     let mz = m.tilted_z_mean(b);
-    let me = scaled(b, m.s2());
     let s = m.s2().sqrt();
-    // Lᵀ and Wᵀ (row-major), so that columns of L and W are contiguous rows.
-    let lt = m.sigma_z_chol().l().transpose();
-    let wt = m.w().transpose();
-    dh.par_chunks_mut(PAIRS_PER_BLOCK * d)
-        .zip(labels.par_chunks_mut(PAIRS_PER_BLOCK))
-        .enumerate()
-        .for_each(|(block, (h1, lab_block))| {
-            let rng = CounterStream::new(cfg.seed, stream_id(round, 0, block));
-            let rows = lab_block.len();
-            let (rk, rd) = ((rows * k) as u64, (rows * d) as u64);
-            let mut xi = vec![0.0; 2 * rows * k];
-            let mut h2 = vec![0.0; rows * d];
-            rng.fill_normal(0, &mut xi);
-            rng.fill_normal(2 * rk, h1);
-            rng.fill_normal(2 * rk + rd, &mut h2);
-            let group = NORMAL_GROUP as u64;
-            rng.fill_uniform((2 * (rk + rd)).div_ceil(group) * group, lab_block);
-            // ε_r = m_ε + s ζ_r, in place.
-            for row in h1.chunks_exact_mut(d).chain(h2.chunks_exact_mut(d)) {
-                for (e, mi) in row.iter_mut().zip(&me) {
-                    *e = mi + s * *e;
-                }
-            }
-            // z_r = m_z + L ξ_r, h_r = ε_r + W z_r, Δh = h₁ − h₂ (into h1).
-            let mut z = vec![0.0; rows * k];
-            let (xi1, xi2) = xi.split_at(rows * k);
-            for (xi, h) in [(xi1, &mut *h1), (xi2, &mut h2[..])] {
-                for zr in z.chunks_exact_mut(k) {
-                    zr.copy_from_slice(&mz);
-                }
-                add_rows_times(xi, k, lt.as_slice(), k, &mut z);
-                add_rows_times(&z, k, wt.as_slice(), d, h);
-            }
-            for (a, c) in h1.iter_mut().zip(&h2) {
-                *a -= c;
-            }
-            for (out, lab) in h1.chunks_exact(d).zip(lab_block.iter_mut()) {
-                let p = sigmoid(cfg.beta * dot(j, out) + cfg.b_pos);
-                // `lab` holds the pair's uniform u until here.
-                *lab = if *lab < p { 1.0 } else { 0.0 };
-            }
-        });
+    // c = W m_z + s² b; Mᵀ = (W L)ᵀ row-major (k × d), so that column a of M is a contiguous row.
+    let mut c = m.w().matvec(&mz);
+    axpy(m.s2(), b, &mut c);
+    let mt = m.w().matmul(m.sigma_z_chol().l()).transpose();
+    let pairs = Pairs {
+        k,
+        d,
+        c: &c,
+        mt: mt.as_slice(),
+        s,
+        j,
+        beta: cfg.beta,
+        b_pos: cfg.b_pos,
+    };
+    let block = |(bi, (h1, lab)): (usize, (&mut [f64], &mut [f64]))| {
+        let rng = CounterStream::new(cfg.seed, stream_id(round, 0, bi));
+        pairs.block(&rng, h1, lab);
+    };
+    let n_blocks = labels.len().div_ceil(PAIRS_PER_BLOCK);
+    if n_blocks <= SERIAL_MAX_BLOCKS {
+        dh.chunks_mut(PAIRS_PER_BLOCK * d)
+            .zip(labels.chunks_mut(PAIRS_PER_BLOCK))
+            .enumerate()
+            .for_each(block);
+    } else {
+        dh.par_chunks_mut(PAIRS_PER_BLOCK * d)
+            .zip(labels.par_chunks_mut(PAIRS_PER_BLOCK))
+            .enumerate()
+            .for_each(block);
+    }
 }
 
-/// `out_r += Σ_a a_{ra} B_a` for every row r: `a` is `rows × k`, `b` is `k × cols`, `out` is
-/// `rows × cols`, all row-major.
-fn add_rows_times(a: &[f64], k: usize, b: &[f64], cols: usize, out: &mut [f64]) {
-    pulp::Arch::new().dispatch(RowsTimes { a, k, b, cols, out });
-}
+/// Blocks of pairs that [`sample_labelled_pairs`] draws on the calling thread.
+pub const SERIAL_MAX_BLOCKS: usize = 1;
 
-struct RowsTimes<'a> {
-    a: &'a [f64],
+/// What every block of [`sample_labelled_pairs`] needs.
+struct Pairs<'a> {
     k: usize,
-    b: &'a [f64],
-    cols: usize,
-    out: &'a mut [f64],
+    d: usize,
+    c: &'a [f64],
+    mt: &'a [f64],
+    s: f64,
+    j: &'a [f64],
+    beta: f64,
+    b_pos: f64,
 }
 
-impl pulp::WithSimd for RowsTimes<'_> {
+impl Pairs<'_> {
+    /// One block: `h1` (r × d) receives Δh, `lab` (r) the labels.
+    fn block(&self, rng: &CounterStream, h1: &mut [f64], lab: &mut [f64]) {
+        let (k, d) = (self.k, self.d);
+        let rows = lab.len();
+        let (rk, rd) = ((rows * k) as u64, (rows * d) as u64);
+        let mut xi = vec![0.0; 2 * rows * k];
+        let mut h2 = vec![0.0; rows * d];
+        rng.fill_normal(0, &mut xi);
+        rng.fill_normal(2 * rk, h1);
+        rng.fill_normal(2 * rk + rd, &mut h2);
+        let group = NORMAL_GROUP as u64;
+        // `lab` holds the pairs' uniforms until the kernel turns them into labels.
+        rng.fill_uniform((2 * (rk + rd)).div_ceil(group) * group, lab);
+        let (xi1, xi2) = xi.split_at(rows * k);
+        pulp::Arch::new().dispatch(PairKernel {
+            p: self,
+            xi1,
+            xi2,
+            h1,
+            h2: &h2,
+            lab,
+        });
+    }
+}
+
+/// The SIMD body of [`Pairs::block`]: per pair, `h_r = c + M ξ_r + s ζ_r` (ζ_r read from the
+/// output rows), `Δh = h₁ − h₂` into `h1`, and the label.
+struct PairKernel<'a, 'b> {
+    p: &'a Pairs<'b>,
+    xi1: &'a [f64],
+    xi2: &'a [f64],
+    h1: &'a mut [f64],
+    h2: &'a [f64],
+    lab: &'a mut [f64],
+}
+
+impl pulp::WithSimd for PairKernel<'_, '_> {
     type Output = ();
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, simd: S) -> Self::Output {
-        let RowsTimes { a, k, b, cols, out } = self;
+        let PairKernel {
+            p,
+            xi1,
+            xi2,
+            h1,
+            h2,
+            lab,
+        } = self;
+        let (k, d, s) = (p.k, p.d, p.s);
         let lanes = S::F64_LANES;
-        for (ar, orow) in a.chunks_exact(k).zip(out.chunks_exact_mut(cols)) {
+        let sv = simd.splat_f64s(s);
+        for ((((x1, x2), o), z2), u) in xi1
+            .chunks_exact(k)
+            .zip(xi2.chunks_exact(k))
+            .zip(h1.chunks_exact_mut(d))
+            .zip(h2.chunks_exact(d))
+            .zip(lab.iter_mut())
+        {
             let mut c0 = 0;
-            // Four vectors of columns at a time, accumulated in registers over a.
-            while c0 + 4 * lanes <= cols {
-                let (ov, _) = S::as_mut_simd_f64s(&mut orow[c0..c0 + 4 * lanes]);
-                let mut acc = [ov[0], ov[1], ov[2], ov[3]];
-                for (&x, brow) in ar.iter().zip(b.chunks_exact(cols)) {
-                    let (bv, _) = S::as_simd_f64s(&brow[c0..c0 + 4 * lanes]);
-                    let xv = simd.splat_f64s(x);
-                    for (accq, &bq) in acc.iter_mut().zip(bv) {
-                        *accq = simd.mul_add_f64s(xv, bq, *accq);
-                    }
+            while c0 + lanes <= d {
+                let (cv, _) = S::as_simd_f64s(&p.c[c0..c0 + lanes]);
+                let (z1v, _) = S::as_simd_f64s(&o[c0..c0 + lanes]);
+                let (z2v, _) = S::as_simd_f64s(&z2[c0..c0 + lanes]);
+                let mut a1 = simd.mul_add_f64s(sv, z1v[0], cv[0]);
+                let mut a2 = simd.mul_add_f64s(sv, z2v[0], cv[0]);
+                for ((&e1, &e2), mrow) in x1.iter().zip(x2).zip(p.mt.chunks_exact(d)) {
+                    let (mv, _) = S::as_simd_f64s(&mrow[c0..c0 + lanes]);
+                    a1 = simd.mul_add_f64s(simd.splat_f64s(e1), mv[0], a1);
+                    a2 = simd.mul_add_f64s(simd.splat_f64s(e2), mv[0], a2);
                 }
-                ov.copy_from_slice(&acc);
-                c0 += 4 * lanes;
-            }
-            while c0 + lanes <= cols {
-                let (ov, _) = S::as_mut_simd_f64s(&mut orow[c0..c0 + lanes]);
-                let mut acc = ov[0];
-                for (&x, brow) in ar.iter().zip(b.chunks_exact(cols)) {
-                    let (bv, _) = S::as_simd_f64s(&brow[c0..c0 + lanes]);
-                    acc = simd.mul_add_f64s(simd.splat_f64s(x), bv[0], acc);
-                }
-                ov[0] = acc;
+                let (ov, _) = S::as_mut_simd_f64s(&mut o[c0..c0 + lanes]);
+                ov[0] = simd.sub_f64s(a1, a2);
                 c0 += lanes;
             }
-            // Remaining columns (all of them when cols < lanes), accumulated in registers.
-            for (c, o) in orow.iter_mut().enumerate().skip(c0) {
-                let mut acc = *o;
-                for (&x, brow) in ar.iter().zip(b.chunks_exact(cols)) {
-                    acc = x.mul_add(brow[c], acc);
+            for col in c0..d {
+                let mut a1 = s.mul_add(o[col], p.c[col]);
+                let mut a2 = s.mul_add(z2[col], p.c[col]);
+                for ((&e1, &e2), mrow) in x1.iter().zip(x2).zip(p.mt.chunks_exact(d)) {
+                    a1 = e1.mul_add(mrow[col], a1);
+                    a2 = e2.mul_add(mrow[col], a2);
                 }
-                *o = acc;
+                o[col] = a1 - a2;
             }
+            // ℓ = [u < σ(β⟨j, Δh⟩ + b_pos)], σ(x) = 1/(1 + e^{−x}) = e^{x}/(1 + e^{x}).
+            let x = p.beta * crate::logistic::dot_lanes(p.j, o) + p.b_pos;
+            let e = crate::vmath::exp_nonpos(-x.abs());
+            let prob = if x >= 0.0 {
+                1.0 / (1.0 + e)
+            } else {
+                e / (1.0 + e)
+            };
+            *u = if *u < prob { 1.0 } else { 0.0 };
         }
     }
 }
