@@ -427,57 +427,77 @@ mod x86 {
         _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
     }
 
-    /// `Σ_b d_w[b]·d_x[b]·Σ q_w q_x + m_w[b]·s_x[b]` over Q4_1 × Q8_1 blocks.
-    ///
-    /// # Safety
-    /// AVX2, FMA and F16C must be available; `w` holds `nb` Q4_1 blocks (20 bytes each) and
-    /// `xq` `32·nb` bytes for `nb = xd.len()`, and `xs` has `nb` entries.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn dot_q4_1(w: &[u8], xd: &[f32], xs: &[f32], xq: &[i8]) -> f32 {
-        let nb = xd.len();
-        debug_assert!(w.len() == 20 * nb && xq.len() == 32 * nb && xs.len() == nb);
-        let low = _mm256_set1_epi8(0x0F);
-        let ones = _mm256_set1_epi16(1);
-        let mut acc = _mm256_setzero_ps();
-        let mut acc_m = 0f32;
-        for b in 0..nb {
-            let blk = w.as_ptr().add(20 * b);
-            prefetch(blk);
-            let t = _mm_loadu_si128(blk.add(4).cast());
-            let wv = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), low);
-            let x = _mm256_loadu_si256(xq.as_ptr().add(32 * b).cast());
-            let p = _mm256_madd_epi16(_mm256_maddubs_epi16(wv, x), ones);
-            let scale = _mm256_set1_ps(f16(blk) * *xd.get_unchecked(b));
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, acc);
-            acc_m += f16(blk.add(2)) * *xs.get_unchecked(b);
-        }
-        hsum(acc) + acc_m
+    /// Per 32-bit lane, the sum of four products of unsigned bytes `u` and signed bytes `s`:
+    /// `maddubs` to i16 pairs, then `madd` with ones. maddubs saturates at ±32,767, which the
+    /// operands here never reach (Q4_1: 2·15·127 = 3,810 per pair; Q8_0 after the sign trick:
+    /// 2·127·127 = 32,258), so the sums are exact.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn idot_avx2(u: __m256i, s: __m256i) -> __m256i {
+        _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
     }
 
-    /// `Σ_b d_w[b]·d_x[b]·Σ q_w q_x` over Q8_0 × Q8_0 blocks.
-    ///
-    /// # Safety
-    /// AVX2, FMA and F16C must be available; `w` holds `nb` Q8_0 blocks (34 bytes each) and
-    /// `xq` `32·nb` bytes for `nb = xd.len()`.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn dot_q8_0(w: &[u8], xd: &[f32], xq: &[i8]) -> f32 {
-        let nb = xd.len();
-        debug_assert!(w.len() == 34 * nb && xq.len() == 32 * nb);
-        let ones = _mm256_set1_epi16(1);
-        let mut acc = _mm256_setzero_ps();
-        for b in 0..nb {
-            let blk = w.as_ptr().add(34 * b);
-            prefetch(blk);
-            let wv = _mm256_loadu_si256(blk.add(2).cast());
-            let x = _mm256_loadu_si256(xq.as_ptr().add(32 * b).cast());
-            // |w| · (x · sign w): unsigned × signed bytes for maddubs, products unchanged.
-            let p = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(x, wv));
-            let p = _mm256_madd_epi16(p, ones);
-            let scale = _mm256_set1_ps(f16(blk) * *xd.get_unchecked(b));
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, acc);
-        }
-        hsum(acc)
+    /// The Q4_1 × Q8_1 and Q8_0 × Q8_0 dot products (a macro so that an integer-dot
+    /// instruction set such as AVX-VNNI can get its own copy once the toolchain floor has its
+    /// intrinsics).
+    macro_rules! int8_kernels {
+        ($features:literal, $q4_1:ident, $q8_0:ident, $idot:ident) => {
+            /// `Σ_b d_w[b]·d_x[b]·Σ q_w q_x + m_w[b]·s_x[b]` over Q4_1 × Q8_1 blocks.
+            ///
+            /// # Safety
+            /// The target features must be available; `w` holds `nb` Q4_1 blocks (20 bytes
+            /// each) and `xq` `32·nb` bytes for `nb = xd.len()`, and `xs` has `nb` entries.
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn $q4_1(w: &[u8], xd: &[f32], xs: &[f32], xq: &[i8]) -> f32 {
+                let nb = xd.len();
+                debug_assert!(w.len() == 20 * nb && xq.len() == 32 * nb && xs.len() == nb);
+                let low = _mm256_set1_epi8(0x0F);
+                let mut acc = _mm256_setzero_ps();
+                let mut acc_m = 0f32;
+                for b in 0..nb {
+                    let blk = w.as_ptr().add(20 * b);
+                    prefetch(blk);
+                    // d_w and m_w, adjacent f16s, converted together.
+                    let bits = blk.cast::<i32>().read_unaligned();
+                    let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(bits));
+                    let (dw, mw) = (_mm_cvtss_f32(dm), _mm_cvtss_f32(_mm_movehdup_ps(dm)));
+                    let t = _mm_loadu_si128(blk.add(4).cast());
+                    let wv = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), low);
+                    let x = _mm256_loadu_si256(xq.as_ptr().add(32 * b).cast());
+                    let p = $idot(wv, x);
+                    let scale = _mm256_set1_ps(dw * *xd.get_unchecked(b));
+                    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, acc);
+                    acc_m += mw * *xs.get_unchecked(b);
+                }
+                hsum(acc) + acc_m
+            }
+
+            /// `Σ_b d_w[b]·d_x[b]·Σ q_w q_x` over Q8_0 × Q8_0 blocks.
+            ///
+            /// # Safety
+            /// The target features must be available; `w` holds `nb` Q8_0 blocks (34 bytes
+            /// each) and `xq` `32·nb` bytes for `nb = xd.len()`.
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn $q8_0(w: &[u8], xd: &[f32], xq: &[i8]) -> f32 {
+                let nb = xd.len();
+                debug_assert!(w.len() == 34 * nb && xq.len() == 32 * nb);
+                let mut acc = _mm256_setzero_ps();
+                for b in 0..nb {
+                    let blk = w.as_ptr().add(34 * b);
+                    prefetch(blk);
+                    let wv = _mm256_loadu_si256(blk.add(2).cast());
+                    let x = _mm256_loadu_si256(xq.as_ptr().add(32 * b).cast());
+                    // |w| · (x · sign w): unsigned × signed bytes, products unchanged.
+                    let p = $idot(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(x, wv));
+                    let scale = _mm256_set1_ps(f16(blk) * *xd.get_unchecked(b));
+                    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, acc);
+                }
+                hsum(acc)
+            }
+        };
     }
+
+    int8_kernels!("avx2,fma,f16c", dot_q4_1, dot_q8_0, idot_avx2);
 
     /// `Σ_b d_w[b]·Σ q_w x + m_w[b]·sx[b]` over Q4_1 blocks against f32 `x`.
     ///
