@@ -8,7 +8,7 @@
 
 use rayon::prelude::*;
 
-use crate::linalg::{dot, Cholesky, Mat};
+use crate::linalg::dot;
 
 /// Rows per parallel work item.
 pub const CHUNK: usize = 512;
@@ -79,10 +79,11 @@ pub fn fit(x: &[f64], d: usize, y: &[f64], ridge: f64) -> Result<LogisticFit, Fi
     let mut sig_cand = vec![0.0; n];
     // Row weights σ'(z_i) and residuals σ(z_i) − ℓ_i of the current iterate.
     let (mut wt, mut res) = (vec![0.0; n], vec![0.0; n]);
+    let mut chol = vec![0.0; p * p];
     let mut loss = data_loss(&dz, &dz, 0.0, y, &mut z, &mut sig, par);
     for iter in 1..=200 {
         let (grad, hess) = grad_hess_at(x, d, y, &sig, &theta, ridge, par, &mut wt, &mut res);
-        let step = newton_step(&hess, &grad);
+        let step = newton_step(&hess, &grad, &mut chol);
         let slope = dot(&grad, &step);
         margin_change(x, d, &step, &mut dz, par);
         let mut t = 1.0;
@@ -115,19 +116,67 @@ pub fn fit(x: &[f64], d: usize, y: &[f64], ridge: f64) -> Result<LogisticFit, Fi
     Err(FitError::NoConvergence(200))
 }
 
-/// Solves `H δ = −g`, adding a tiny jitter if H is numerically singular (separable data without
-/// ridge).
-fn newton_step(hess: &Mat, grad: &[f64]) -> Vec<f64> {
-    let neg: Vec<f64> = grad.iter().map(|g| -g).collect();
-    let mut h = hess.clone();
-    let mut jitter = 1e-12 * (0..h.rows()).map(|i| h.get(i, i)).fold(1.0, f64::max);
+/// Solves `H δ = −g` for the symmetric `H` given by its upper triangle (`p × p` row-major,
+/// `p = g.len()`), by the Cholesky factorisation `H = UᵀU` computed in `u` (a `p × p` scratch
+/// buffer); adds a tiny jitter to the diagonal if H is numerically singular (separable data
+/// without ridge), ten times larger at each retry.
+fn newton_step(upper: &[f64], grad: &[f64], u: &mut [f64]) -> Vec<f64> {
+    let p = grad.len();
+    let mut jitter = 1e-12 * (0..p).map(|i| upper[i * p + i]).fold(1.0, f64::max);
+    let mut added = 0.0;
     loop {
-        if let Ok(ch) = Cholesky::new(&h) {
-            return ch.solve(&neg);
+        u.copy_from_slice(upper);
+        if added > 0.0 {
+            for i in 0..p {
+                u[i * p + i] += added;
+            }
         }
-        h.add_diag(jitter);
+        if cholesky_upper_in_place(u, p) {
+            // Uᵀ y = −g, then U δ = y.
+            let mut x: Vec<f64> = grad.iter().map(|g| -g).collect();
+            for i in 0..p {
+                let mut v = x[i];
+                for k in 0..i {
+                    v -= u[k * p + i] * x[k];
+                }
+                x[i] = v / u[i * p + i];
+            }
+            for i in (0..p).rev() {
+                let mut v = x[i];
+                for k in i + 1..p {
+                    v -= u[i * p + k] * x[k];
+                }
+                x[i] = v / u[i * p + i];
+            }
+            return x;
+        }
+        added += jitter;
         jitter *= 10.0;
     }
+}
+
+/// Overwrites the upper triangle of `a` (`p × p` row-major, symmetric positive definite, upper
+/// triangle read) with U, `A = UᵀU`; false when a pivot is not strictly positive and finite.
+fn cholesky_upper_in_place(a: &mut [f64], p: usize) -> bool {
+    for j in 0..p {
+        let mut s = a[j * p + j];
+        for k in 0..j {
+            s -= a[k * p + j] * a[k * p + j];
+        }
+        if !(s > 0.0 && s.is_finite()) {
+            return false;
+        }
+        let ujj = s.sqrt();
+        a[j * p + j] = ujj;
+        for i in j + 1..p {
+            let mut v = a[j * p + i];
+            for k in 0..j {
+                v -= a[k * p + j] * a[k * p + i];
+            }
+            a[j * p + i] = v / ujj;
+        }
+    }
+    true
 }
 
 /// Maps `f` over the fixed row chunks of `x` and `y` (and of `v`, `CHUNK` rows each), in
@@ -320,7 +369,7 @@ pub(crate) fn dot_lanes(x: &[f64], w: &[f64]) -> f64 {
 
 /// Gradient and Hessian of the objective at `theta` (margins computed from scratch).
 #[cfg(test)]
-fn grad_hess(x: &[f64], d: usize, y: &[f64], theta: &[f64], ridge: f64) -> (Vec<f64>, Mat) {
+fn grad_hess(x: &[f64], d: usize, y: &[f64], theta: &[f64], ridge: f64) -> (Vec<f64>, Vec<f64>) {
     let mut z = vec![0.0; y.len()];
     margin_change(x, d, theta, &mut z, false);
     let (mut zc, mut sig) = (vec![0.0; y.len()], vec![0.0; y.len()]);
@@ -341,7 +390,7 @@ fn grad_hess_at(
     par: bool,
     wt: &mut [f64],
     res: &mut [f64],
-) -> (Vec<f64>, Mat) {
+) -> (Vec<f64>, Vec<f64>) {
     let p = d + 1;
     let w = &theta[..d];
     // Row weights σ'(z_i) = s_i(1 − s_i) and residuals r_i = s_i − ℓ_i.
@@ -364,17 +413,10 @@ fn grad_hess_at(
     for (gi, wi) in grad.iter_mut().zip(w) {
         *gi += ridge * wi;
     }
-    let mut hess = Mat::from_fn(p, p, |a, b| {
-        if a <= b {
-            upper[a * p + b]
-        } else {
-            upper[b * p + a]
-        }
-    });
     for a in 0..d {
-        hess.set(a, a, hess.get(a, a) + ridge);
+        upper[a * p + a] += ridge;
     }
-    (grad, hess)
+    (grad, upper)
 }
 
 /// Bytes of `x` per cache block of the Gram kernel: a block of rows stays in L1 while every
@@ -774,6 +816,39 @@ mod tests {
         theta.push(f.intercept);
         let (grad, _) = grad_hess(&x, d, &y, &theta, 1e-3);
         assert!(dot(&grad, &grad).sqrt() < 1e-6, "{grad:?}");
+    }
+
+    #[test]
+    fn newton_step_solves_spd_systems_and_jitters_singular_ones() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        for p in [1, 2, 5, 17, 40] {
+            // H = AᵀA + I (SPD); only its upper triangle is passed.
+            let a: Vec<f64> = (0..p * p).map(|_| rng.sample(StandardNormal)).collect();
+            let h: Vec<f64> = (0..p * p)
+                .map(|ij| {
+                    let (i, j) = (ij / p, ij % p);
+                    let v: f64 = (0..p).map(|k| a[k * p + i] * a[k * p + j]).sum();
+                    v + if i == j { 1.0 } else { 0.0 }
+                })
+                .collect();
+            let upper: Vec<f64> = (0..p * p)
+                .map(|ij| if ij / p <= ij % p { h[ij] } else { 0.0 })
+                .collect();
+            let g: Vec<f64> = (0..p).map(|_| rng.sample(StandardNormal)).collect();
+            let mut scratch = vec![0.0; p * p];
+            let step = newton_step(&upper, &g, &mut scratch);
+            for i in 0..p {
+                let hd: f64 = (0..p).map(|j| h[i * p + j] * step[j]).sum();
+                assert!(
+                    (hd + g[i]).abs() < 1e-9 * (1.0 + g[i].abs()),
+                    "p={p} row {i}"
+                );
+            }
+        }
+        // A singular H (rank one): the jitter makes it solvable and the step finite.
+        let upper = [1.0, 1.0, 0.0, 1.0];
+        let step = newton_step(&upper, &[1.0, -1.0], &mut [0.0; 4]);
+        assert!(step.iter().all(|v| v.is_finite()), "{step:?}");
     }
 
     #[test]
