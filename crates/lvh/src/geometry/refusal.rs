@@ -196,6 +196,39 @@ impl MeanSe {
     }
 }
 
+/// The share of the baseline refusal gap `G = mean(harmful) − mean(harmless)` that an
+/// intervention must move the mean refusal score by, for its check to count.
+///
+/// A sign alone is not enough: any direction of the same norm moves the means a little, and
+/// consistently over similar prompts. On a model that refuses by construction
+/// (`tests/geometry_causal.rs`), random directions orthogonal to the planted one passed all
+/// three sign checks one time in seven, moving the scores by at most 0.09·G (ablation) and
+/// 0.25·G (addition), while the fitted direction moved them by 0.9–1.1·G. A model with `G ≤ 0`,
+/// one that does not refuse harmful prompts more than harmless ones, cannot pass.
+pub const MIN_GAP_FRACTION: f64 = 0.5;
+
+/// How many standard errors of the paired per-prompt change the mean change must clear
+/// beyond the [`MIN_GAP_FRACTION`] threshold.
+pub const SIGNIFICANCE_Z: f64 = 2.0;
+
+/// Whether `moved` (per prompt, the same prompts as `base`) lies below (`lower`) or above
+/// `base` by more than `MIN_GAP_FRACTION · gap`, with `SIGNIFICANCE_Z` standard errors of the
+/// paired differences `d_i = moved_i − base_i` to spare: `mean(d) + z·se(d) < −f·G` for
+/// "lowers", `mean(d) − z·se(d) > f·G` for "raises". Never with `gap ≤ 0`.
+fn moved_enough(base: &[f64], moved: &[f64], lower: bool, gap: f64) -> bool {
+    if gap.is_nan() || gap <= 0.0 {
+        return false;
+    }
+    let d: Vec<f64> = moved.iter().zip(base).map(|(m, b)| m - b).collect();
+    let MeanSe { mean, se } = MeanSe::of(&d);
+    let need = MIN_GAP_FRACTION * gap;
+    if lower {
+        mean + SIGNIFICANCE_Z * se < -need
+    } else {
+        mean - SIGNIFICANCE_Z * se > need
+    }
+}
+
 /// The result of [`causal_checks`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -212,13 +245,16 @@ pub struct CausalReport {
     pub harmful_base: MeanSe,
     /// (a) ... with the direction ablated at every layer.
     pub harmful_ablated: MeanSe,
-    /// (a) holds: the ablation lowered the mean refusal of harmful prompts.
+    /// (a) holds: the ablation lowered the mean refusal of harmful prompts by at least
+    /// [`MIN_GAP_FRACTION`] of the baseline refusal gap, with [`SIGNIFICANCE_Z`] standard
+    /// errors of the paired per-prompt change to spare.
     pub ablation_lowers_refusal: bool,
     /// Refusal score of harmless prompts, unmodified.
     pub harmless_base: MeanSe,
     /// (b) at each scale tried, the first being the main one.
     pub additions: Vec<Addition>,
-    /// (b) holds at the main (first) scale: the addition raised the mean refusal.
+    /// (b) holds at the main (first) scale: the addition raised the mean refusal, in the same
+    /// sense as (a).
     pub addition_raises_refusal: bool,
     /// The layer's mean residual norm `n̄_ℓ`.
     pub mean_resid_norm: f64,
@@ -253,6 +289,11 @@ pub struct Baseline {
 }
 
 impl Baseline {
+    /// The baseline refusal gap `G = mean(harmful) − mean(harmless)`.
+    pub fn gap(&self) -> f64 {
+        MeanSe::of(&self.harmful).mean - MeanSe::of(&self.harmless).mean
+    }
+
     /// Forward passes without interventions.
     ///
     /// # Errors
@@ -349,9 +390,10 @@ pub struct CandidateScore {
     pub harmless_added: MeanSe,
     /// (c) Mean `KL(base ‖ ablated)` on harmless validation prompts, nats.
     pub harmless_kl: MeanSe,
-    /// (a) is below the harmful baseline.
+    /// (a) is below the harmful baseline by at least [`MIN_GAP_FRACTION`] of the baseline
+    /// refusal gap, with [`SIGNIFICANCE_Z`] standard errors of the paired change to spare.
     pub ablation_lowers: bool,
-    /// (b) is above the harmless baseline.
+    /// (b) is above the harmless baseline, in the same sense.
     pub addition_raises: bool,
     /// (c) is at most the bound.
     pub kl_ok: bool,
@@ -399,8 +441,8 @@ pub fn score_candidate(
         harmful_ablated: ha,
         harmless_added: la,
         harmless_kl: k,
-        ablation_lowers: ha.mean < MeanSe::of(&base.harmful).mean,
-        addition_raises: la.mean > MeanSe::of(&base.harmless).mean,
+        ablation_lowers: moved_enough(&base.harmful, &hf_abl, true, base.gap()),
+        addition_raises: moved_enough(&base.harmless, &hl_add, false, base.gap()),
         kl_ok: k.mean <= max_kl,
     })
 }
@@ -477,6 +519,7 @@ pub fn causal_checks_with(
     let (hb, ha) = (MeanSe::of(&base.harmful), MeanSe::of(&hf_abl));
     let lb = MeanSe::of(&base.harmless);
     let mut additions = Vec::with_capacity(add_scales.len());
+    let mut raises = false;
     for &scale in add_scales {
         let hl_add = addition_effect(
             model,
@@ -487,13 +530,15 @@ pub fn causal_checks_with(
             scale * mean_resid_norm,
             batch,
         )?;
+        if additions.is_empty() {
+            raises = moved_enough(&base.harmless, &hl_add, false, base.gap());
+        }
         additions.push(Addition {
             scale,
             harmless_added: MeanSe::of(&hl_add),
             frac_raised: frac_moved(&base.harmless, &hl_add, false),
         });
     }
-    let raises = additions[0].harmless_added.mean > lb.mean;
     Ok(CausalReport {
         layer,
         tokens: tokens.clone(),
@@ -501,7 +546,7 @@ pub fn causal_checks_with(
         n_harmless: harmless.len(),
         harmful_base: hb,
         harmful_ablated: ha,
-        ablation_lowers_refusal: ha.mean < hb.mean,
+        ablation_lowers_refusal: moved_enough(&base.harmful, &hf_abl, true, base.gap()),
         harmless_base: lb,
         additions,
         addition_raises_refusal: raises,
