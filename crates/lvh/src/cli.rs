@@ -79,3 +79,23 @@ impl Command {
         }
     }
 }
+
+/// Makes a closed standard output (`lvh ... | head`) end the process quietly with status 141
+/// (128 + SIGPIPE, what a shell reports for a writer killed by a closed pipe) instead of a panic
+/// message and backtrace: Rust ignores SIGPIPE, so `println!` panics on a broken pipe. Every
+/// other panic goes to the default hook unchanged.
+pub fn quiet_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}

@@ -3,6 +3,7 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    lvh::cli::quiet_broken_pipe();
     let cli = lvh::cli::Cli::parse();
     match cli.command.run() {
         Ok(code) => code,

@@ -250,3 +250,45 @@ fn a_folder_without_a_manifest_is_refused() {
         )
     );
 }
+
+/// `lvh theory demo --out` and `lvh simulate --out` leave a manifest (seed, the model file's
+/// hash), so their folders render; two simulations of one model file with different seeds are
+/// refused together, and rerunning into a folder with another seed is refused.
+#[test]
+fn theory_demo_and_simulate_folders_render() {
+    let tmp = std::env::temp_dir().join(format!("lvh-report-sim-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let (demo, sim_a, sim_b) = (tmp.join("demo"), tmp.join("sim-a"), tmp.join("sim-b"));
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_lvh"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let s = |p: &Path| p.to_str().unwrap().to_owned();
+    assert!(run(&["theory", "demo", "--quick", "--out", &s(&demo)]).0);
+    let model = s(&demo.join("demo-model.json"));
+    assert!(run(&["simulate", &model, "--seed", "3", "--out", &s(&sim_a)]).0);
+    assert!(run(&["simulate", &model, "--seed", "4", "--out", &s(&sim_b)]).0);
+    let m: Manifest =
+        serde_json::from_str(&std::fs::read_to_string(sim_a.join("manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!((m.command.as_str(), m.seed), ("simulate", Some(3)));
+    assert_eq!(m.data[0].path, model);
+
+    let (ok, stdout, stderr) = lvh(&[&demo, &sim_a], &["--json"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("trace.json") && stdout.contains("results.json"),
+        "{stdout}"
+    );
+    let (ok, _, stderr) = lvh(&[&sim_a, &sim_b], &["--json"]);
+    assert!(!ok && stderr.contains("seed"), "{stderr}");
+    let (ok, stderr) = run(&["simulate", &model, "--seed", "5", "--out", &s(&sim_a)]);
+    assert!(!ok && stderr.contains("different run"), "{stderr}");
+    std::fs::remove_dir_all(&tmp).unwrap();
+}

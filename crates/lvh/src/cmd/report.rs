@@ -6,9 +6,8 @@
 //! `gap`); a path to such a manifest or to the output beside it names that run alone. Every
 //! file of a run is rendered generically: JSON objects as key/value tables, arrays of objects
 //! as tables, JSONL logs as a row count and their first rows, SVG plots embedded as images
-//! (`data:` URIs, so their scripts never run), anything else listed with its size. Outputs
-//! without a manifest (`lvh simulate --out`, `lvh theory demo --out`) carry no provenance to
-//! check and are refused.
+//! (`data:` URIs, so their scripts never run), anything else listed with its size. Folders
+//! without a manifest carry no provenance to check and are refused.
 //!
 //! Runs are only shown together when they agree on what makes results comparable: the lvh
 //! version, the model (sha256), the bytes of any data file both read (same path, same sha256),

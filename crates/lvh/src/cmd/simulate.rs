@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use rlaif_sim::sim::simulate;
 
+use crate::run_dir::{FileProvenance, Manifest, RunDir};
 use crate::theory_io::{load_instance, trace_figures, write_atomic};
 
 #[derive(Debug, clap::Args)]
@@ -36,6 +37,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let trace = simulate(&inst.model, &inst.g, &inst.j, &cfg).context("simulation failed")?;
     let json = serde_json::to_string_pretty(&trace)?;
     if let Some(dir) = &args.out {
+        // A manifest like every run folder's, so `lvh report` renders (and compares) it.
+        let mut manifest = Manifest::new(
+            "simulate",
+            serde_json::json!({ "value_draws": cfg.value_draws }),
+        );
+        manifest.seed = Some(cfg.seed);
+        manifest.data.push(FileProvenance::of(&args.model)?);
+        RunDir::open(dir, &manifest)?;
         write_atomic(&dir.join("trace.json"), json.as_bytes())?;
         let (a, v) = trace_figures(&trace);
         write_atomic(&dir.join("alignment.svg"), a.to_svg().as_bytes())?;

@@ -9,6 +9,7 @@ use clap::Subcommand;
 use rlaif_sim::predictions::{run_demo, DemoResults};
 
 use crate::plot::{esc, Plot, Series, Style};
+use crate::run_dir::{FileProvenance, Manifest, RunDir};
 use crate::theory_io::{html_page, load_instance, write_atomic};
 
 #[derive(Debug, Subcommand)]
@@ -195,6 +196,14 @@ fn demo(args: DemoArgs) -> Result<ExitCode> {
     let res = run_demo(args.seed, args.quick);
     let ok = res.rows.iter().all(|r| r.passed);
     let dir = &args.out;
+    // A manifest like every run folder's, so `lvh report` renders (and compares) demo runs.
+    let mut manifest = Manifest::new("theory demo", serde_json::json!({ "quick": args.quick }));
+    manifest.seed = Some(args.seed);
+    manifest.data.push(FileProvenance::bundled(
+        "theory-demo-model.json",
+        rlaif_sim::demo::demo_model_file().to_json().as_bytes(),
+    ));
+    RunDir::open(dir, &manifest)?;
     write_atomic(
         &dir.join("results.json"),
         serde_json::to_string_pretty(&res)?.as_bytes(),
