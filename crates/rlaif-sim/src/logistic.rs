@@ -40,10 +40,11 @@ pub struct LogisticFit {
     pub loss: f64,
 }
 
-/// Rows × columns below which a pass over the data runs on the calling thread: rayon's
-/// wake-up costs more than such a pass. The chunking (and so every result bit) is the same
-/// either way.
-const PAR_MIN_ELEMS: usize = 1 << 15;
+/// Rows × columns below which the fit runs on the calling thread (fewer than about two
+/// chunks' worth of work: a hand-off to rayon costs more than it saves). Above it the whole
+/// fit runs on one pool thread and each pass splits its chunks by `join`. The chunking (and so
+/// every result bit) is the same either way.
+const PAR_MIN_ELEMS: usize = 1 << 13;
 
 /// Fits the model to `x` (`n × d`, row-major) and labels `y` (n values in [0, 1]).
 ///
@@ -69,6 +70,25 @@ pub fn fit(x: &[f64], d: usize, y: &[f64], ridge: f64) -> Result<LogisticFit, Fi
     }
     let p = d + 1;
     let par = n * p >= PAR_MIN_ELEMS;
+    if par && rayon::current_thread_index().is_none() {
+        // Run the whole fit on a pool thread: its parallel passes then split by `join`, and a
+        // half that no idle thread takes runs on the same thread, without a round trip from
+        // this thread into the pool per pass.
+        return rayon::scope(|_| fit_impl(x, d, y, ridge, n, p, par));
+    }
+    fit_impl(x, d, y, ridge, n, p, par)
+}
+
+/// The Newton iterations of [`fit`] on validated input.
+fn fit_impl(
+    x: &[f64],
+    d: usize,
+    y: &[f64],
+    ridge: f64,
+    n: usize,
+    p: usize,
+    par: bool,
+) -> Result<LogisticFit, FitError> {
     let mut theta = vec![0.0; p];
     // Margins at θ = 0.
     let mut z = vec![0.0; n];
@@ -230,7 +250,7 @@ fn data_loss(
             sig,
         })
     };
-    let parts: Vec<f64> = if par && z.len() >= 4 * CHUNK {
+    let parts: Vec<f64> = if par && z.len() >= 2 * CHUNK {
         z.par_chunks(CHUNK)
             .zip(dz.par_chunks(CHUNK))
             .zip(y.par_chunks(CHUNK))
