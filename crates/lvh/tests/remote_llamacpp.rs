@@ -476,3 +476,125 @@ fn full_vocabulary_logprobs_match_llama_cpp() {
         assert!(*r > 0.998, "{name}: full-vocabulary Pearson {r}");
     }
 }
+
+/// Whether llama.cpp withholds `target` when it is forced after `ctx` on `/v1/completions`: it
+/// answers the lossy text (U+FFFD) and no log-probabilities for a token that ends in an
+/// incomplete UTF-8 sequence.
+fn withheld_by_forced_step(url: &str, ctx: &[u32], target: u32) -> bool {
+    let mut bias = serde_json::Map::new();
+    bias.insert(target.to_string(), serde_json::json!(100.0));
+    let body = serde_json::json!({
+        "prompt": ctx, "max_tokens": 1, "temperature": 0.0, "logprobs": 1, "logit_bias": bias,
+    });
+    let mut resp = ureq::post(&format!("{}/v1/completions", url.trim_end_matches('/')))
+        .send_json(&body)
+        .expect("/v1/completions");
+    let r: serde_json::Value = resp.body_mut().read_json().expect("json");
+    let choice = &r["choices"][0];
+    let none = choice["logprobs"].is_null()
+        || choice["logprobs"]["content"]
+            .as_array()
+            .is_some_and(Vec::is_empty);
+    if none {
+        assert!(
+            choice["text"].as_str().unwrap_or("").contains('\u{FFFD}'),
+            "no log-probs for token {target} without a partial character: {r}"
+        );
+    }
+    none
+}
+
+/// `log p(id | ctx)` from the whole raw distribution of the native `/completion` (`n_probs` =
+/// the vocabulary), sampling the complete token `complete` so that nothing is withheld.
+fn raw_logprob(url: &str, ctx: &[u32], id: u32, complete: u32, vocab: usize) -> f64 {
+    let body = serde_json::json!({
+        "prompt": ctx, "n_predict": 1, "temperature": 0.0, "n_probs": vocab,
+        "post_sampling_probs": false, "logit_bias": [[complete, 100.0]],
+    });
+    let mut resp = ureq::post(&format!("{}/completion", url.trim_end_matches('/')))
+        .send_json(&body)
+        .expect("/completion");
+    let r: serde_json::Value = resp.body_mut().read_json().expect("json");
+    let listed = r["completion_probabilities"][0]["top_logprobs"]
+        .as_array()
+        .expect("top_logprobs");
+    assert_eq!(listed.len(), vocab);
+    listed
+        .iter()
+        .find(|t| t["id"].as_u64() == Some(u64::from(id)))
+        .and_then(|t| t["logprob"].as_f64())
+        .expect("listed")
+}
+
+/// Continuations whose multi-byte characters (emoji, accented Latin, Cyrillic, CJK) are split
+/// into byte-piece tokens. llama.cpp withholds the forced steps of the pieces that end in an
+/// incomplete UTF-8 sequence; the client reads those from `/completion`'s raw distribution.
+/// Checked: (1) the server really withholds them (so the fallback ran, once per withheld
+/// token); (2) every token's log-probability against the local runtime, with the tolerances
+/// of the other tests; (3) the raw distribution is the forced steps' quantity: on the complete
+/// tokens of the same continuations both give the same number to 1e-4.
+#[test]
+fn continuations_that_split_characters_match_the_local_runtime() {
+    let Some(url) = endpoint() else { return };
+    let (l, c) = (local(), client(&url).with_scoring(Scoring::ForcedSteps));
+    let cases = [
+        (
+            chat(l, "Greet me with emoji."),
+            "Hello! 😀👋 Have a great day! 🎉",
+        ),
+        (
+            chat(l, "Name some words with accents."),
+            "Crème brûlée, façade, jalapeño, Ångström, Łódź.",
+        ),
+        (chat(l, "Say hello in Russian."), "Привет, мир! Как дела?"),
+        (
+            chat(l, "Write a sentence in Japanese."),
+            "日本語のテキストです。東京は大きい。",
+        ),
+        ("中文：".to_owned(), "你好，世界！"),
+    ];
+    let vocab = l.tokenizer.vocab_size();
+    let complete = l.tokenizer.encode("a", false)[0];
+    let (mut pairs, mut withheld_pairs) = (Vec::new(), Vec::new());
+    let (mut withheld, mut same_quantity) = (0, 0);
+    for (p, y) in &cases {
+        let x_ids = encode(l, p);
+        let y_ids = l.tokenizer.encode(y, false);
+        assert_eq!(c.tokenize(y, false).unwrap(), y_ids, "{y:?}");
+        let before = c.raw_distribution_steps();
+        let rem = c.continuation_logprob_ids(&x_ids, &y_ids).unwrap();
+        let loc = score_continuation(&l.model, &x_ids, &y_ids, &[]).unwrap();
+        assert_eq!(rem.token_logprobs.len(), y_ids.len());
+        let mut here = 0;
+        for (i, &t) in y_ids.iter().enumerate() {
+            let ctx: Vec<u32> = x_ids.iter().chain(&y_ids[..i]).copied().collect();
+            let (a, b) = (loc.token_logprobs[i], rem.token_logprobs[i]);
+            pairs.push((a, b));
+            if withheld_by_forced_step(&url, &ctx, t) {
+                here += 1;
+                withheld_pairs.push((a, b));
+                eprintln!("    withheld {t:>6}: local {a:>9.4} remote {b:>9.4}");
+            } else if same_quantity < 12 {
+                let raw = raw_logprob(&url, &ctx, t, complete, vocab);
+                assert!(
+                    (raw - b).abs() < 1e-4,
+                    "{y:?} token {i} ({t}): forced step {b}, raw distribution {raw}"
+                );
+                same_quantity += 1;
+            }
+        }
+        assert!(here > 0, "{y:?}: no token withheld, nothing tested");
+        assert_eq!(c.raw_distribution_steps() - before, here, "{y:?}");
+        withheld += here;
+        eprintln!(
+            "continuation {y:?} ({} tokens, {here} withheld): local {:.4} remote {:.4}",
+            y_ids.len(),
+            loc.total,
+            rem.total
+        );
+    }
+    eprintln!("{withheld} withheld tokens; {same_quantity} complete tokens checked against the raw distribution");
+    assert!(withheld >= 15, "only {withheld} withheld tokens");
+    check_agreement("withheld tokens", &withheld_pairs);
+    check_agreement("all tokens of split-character continuations", &pairs);
+}

@@ -75,12 +75,16 @@ pub enum RemoteError {
         got: String,
     },
     /// llama.cpp's server holds back a token that is an incomplete UTF-8 sequence (one byte
-    /// piece of a multi-byte character) and reports no log-probability for it, so forced-step
-    /// scoring cannot score a continuation that splits a character across tokens there.
+    /// piece of a multi-byte character) and reports no log-probability for it. The client then
+    /// reads the token's log-probability from the raw distribution of llama.cpp's native
+    /// `/completion` (`n_probs`); this error means that fallback failed too (a server that is
+    /// not llama.cpp, or an old llama.cpp without `n_probs`).
     #[error(
         "the server at {url} withheld the log-probability of token id {id} (an incomplete UTF-8 \
-         piece, text {text:?}); continuations that split a multi-byte character cannot be scored \
-         by forced steps on this server (score them locally, or on a server that supports `echo`)"
+         piece, text {text:?}), and reading it from the raw distribution of llama.cpp's \
+         `/completion` failed ({fallback}); continuations that split a multi-byte character \
+         cannot be scored by forced steps on this server (score them locally, or on a server \
+         that supports `echo`)"
     )]
     WithheldToken {
         /// The request URL.
@@ -89,6 +93,8 @@ pub enum RemoteError {
         id: u32,
         /// The text the server emitted.
         text: String,
+        /// Why the `/completion` fallback gave no value.
+        fallback: String,
     },
     /// The server tokenizes a probe text differently from the local tokenizer, so token-id
     /// prompts would mean other text there: it serves another model (or another tokenizer).

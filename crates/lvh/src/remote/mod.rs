@@ -26,8 +26,11 @@
 //!     V0 engine did; use `echo` with vLLM.)
 //!
 //!   llama.cpp withholds the log-probability of a token that is an incomplete UTF-8 sequence
-//!   (a byte piece of a multi-byte character such as an emoji), so forced steps fail with
-//!   [`RemoteError::WithheldToken`] on continuations that split a character across tokens.
+//!   (a byte piece of a multi-byte character such as an emoji or `é` split into bytes). Such a
+//!   step is read instead from the raw distribution of llama.cpp's native `/completion`
+//!   (`n_probs`, by token id) while a complete token is sampled: the same log-softmax of the
+//!   logits, so the score stays exact (see [`raw`]). A server without that endpoint gives
+//!   [`RemoteError::WithheldToken`].
 //!
 //!   [`Scoring::Auto`] tries `echo` once and falls back to forced steps if the server does not
 //!   echo, remembering the choice.
@@ -72,8 +75,10 @@ pub mod backend;
 pub mod error;
 pub mod mock;
 pub mod options;
+pub mod raw;
 pub mod wire;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -173,6 +178,10 @@ pub struct Client {
     backoff: Duration,
     scoring: Mutex<Scoring>,
     api_key: Option<Secret>,
+    /// The server's token for `"a"`, forced while a withheld step is read ([`raw`]).
+    complete_token: Mutex<Option<u32>>,
+    /// Forced steps read from the raw distribution so far.
+    raw_steps: AtomicUsize,
 }
 
 /// An API key, kept out of `Debug` output.
@@ -214,6 +223,8 @@ impl Client {
             backoff: Duration::from_millis(250),
             scoring: Mutex::new(Scoring::Auto),
             api_key: None,
+            complete_token: Mutex::new(None),
+            raw_steps: AtomicUsize::new(0),
         })
     }
 
@@ -241,6 +252,16 @@ impl Client {
     /// The strategy in use: [`Scoring::Auto`] until the first continuation was scored.
     pub fn scoring(&self) -> Scoring {
         self.scoring.lock().map(|s| *s).unwrap_or_default()
+    }
+
+    /// How many continuation tokens this client has read from llama.cpp's raw distribution
+    /// because the forced step withheld them (incomplete UTF-8 pieces, see [`raw`]).
+    pub fn raw_distribution_steps(&self) -> usize {
+        self.raw_steps.load(Ordering::Relaxed)
+    }
+
+    fn count_raw_step(&self) {
+        self.raw_steps.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The server's base URL (`http://host:port`).
@@ -369,8 +390,10 @@ impl Client {
     ///
     /// # Errors
     /// [`RemoteError::EmptyPrompt`]; [`RemoteError::NoLogprobs`];
-    /// [`RemoteError::ForcedTokenIgnored`]; [`RemoteError::BadResponse`] when [`Scoring::Echo`]
-    /// is fixed and the server does not echo; transport errors.
+    /// [`RemoteError::ForcedTokenIgnored`]; [`RemoteError::WithheldToken`] when a withheld
+    /// partial UTF-8 token cannot be read from a raw distribution either;
+    /// [`RemoteError::BadResponse`] when [`Scoring::Echo`] is fixed and the server does not
+    /// echo; transport errors.
     pub fn continuation_logprob_ids(
         &self,
         prompt: &[u32],
@@ -465,13 +488,11 @@ impl Client {
             let choice = wire::parse_choice(&v, &url)?;
             let Some(step) = choice.logprobs.and_then(|l| l.into_iter().next()) else {
                 // llama.cpp emits the text of a held-back partial UTF-8 token lossily (U+FFFD)
-                // but no log-probability for it.
+                // but no log-probability for it: read it from the raw distribution.
                 if choice.text.contains('\u{FFFD}') {
-                    return Err(RemoteError::WithheldToken {
-                        url,
-                        id: target,
-                        text: choice.text,
-                    });
+                    lps.push(self.withheld_step(&ids, target, url, choice.text)?);
+                    ids.push(target);
+                    continue;
                 }
                 return Err(RemoteError::NoLogprobs { url });
             };

@@ -5,6 +5,9 @@
 //!   with `echo` the prompt's tokens come first, the very first with `null` (it has no context).
 //! * **Chat-style shape** (llama.cpp's server, also on `/v1/completions`):
 //!   `choices[0].logprobs.content = [{ token, logprob, id?, top_logprobs: [{ token, logprob, id? }] }]`.
+//! * **llama.cpp's native `/completion`** with `n_probs: N` ([`parse_raw_step`]):
+//!   `completion_probabilities = [{ id, token, logprob, top_logprobs: [{ id, token, logprob }] }]`,
+//!   the `N` most likely tokens of the raw distribution (`post_sampling_probs: false`).
 
 use serde_json::Value;
 
@@ -228,6 +231,86 @@ fn parse_legacy(lp: &Value, url: &str) -> Result<Vec<TokenLogprob>, RemoteError>
     Ok(out)
 }
 
+/// The first generated position of a native `/completion` response: the sampled token and the
+/// listed `(id, log p)` of the raw (pre-sampler) distribution, most likely first as the server
+/// sends them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawStep {
+    /// The token the server sampled there.
+    pub sampled: u32,
+    /// `(id, log p)`; `log p` is `None` where the server wrote `null` (a probability that
+    /// underflowed to 0 in its `f32` softmax).
+    pub listed: Vec<(u32, Option<f64>)>,
+}
+
+impl RawStep {
+    /// `log p(id)` if listed: `Some(None)` when listed without a finite value.
+    pub fn logprob_of(&self, id: u32) -> Option<Option<f64>> {
+        self.listed
+            .iter()
+            .find(|(i, _)| *i == id)
+            .map(|(_, lp)| *lp)
+    }
+}
+
+/// Parses `completion_probabilities[0]` of a native `/completion` response; `None` when the
+/// field is absent or empty (llama.cpp leaves it out when it withholds the sampled token, and a
+/// server that is not llama.cpp has no such field).
+///
+/// # Errors
+/// [`RemoteError::BadResponse`] naming the field when an entry is malformed.
+pub fn parse_raw_step(body: &Value, url: &str) -> Result<Option<RawStep>, RemoteError> {
+    let first = match body.get("completion_probabilities") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Array(a)) => match a.first() {
+            None => return Ok(None),
+            Some(f) => f,
+        },
+        Some(other) => {
+            return Err(bad(
+                url,
+                format!(
+                    "`completion_probabilities` is not an array: {}",
+                    short(other)
+                ),
+            ))
+        }
+    };
+    let field = "completion_probabilities[0]";
+    let sampled =
+        opt_id(first, url, field)?.ok_or_else(|| bad(url, format!("`{field}.id` is missing")))?;
+    let arr = first
+        .get("top_logprobs")
+        .and_then(Value::as_array)
+        .ok_or_else(|| {
+            bad(
+                url,
+                format!("`{field}.top_logprobs` is missing or not an array"),
+            )
+        })?;
+    let mut listed = Vec::with_capacity(arr.len());
+    for (j, alt) in arr.iter().enumerate() {
+        let f = format!("{field}.top_logprobs[{j}]");
+        let id = opt_id(alt, url, &f)?.ok_or_else(|| bad(url, format!("`{f}.id` is missing")))?;
+        let lp = match alt.get("logprob") {
+            Some(Value::Null) => None,
+            Some(v) => Some(num(v, url, &format!("{f}.logprob"))?),
+            None => return Err(bad(url, format!("`{f}.logprob` is missing"))),
+        };
+        listed.push((id, lp));
+    }
+    Ok(Some(RawStep { sampled, listed }))
+}
+
+/// A JSON value cut to 200 characters for an error message.
+fn short(v: &Value) -> String {
+    let s = v.to_string();
+    match s.char_indices().nth(200) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,6 +362,42 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("choices[0]"), "{e}");
+    }
+
+    #[test]
+    fn raw_step_is_read_by_id() {
+        let body = json!({"content": "a", "completion_probabilities": [{"id": 81, "token": "a",
+            "logprob": -10.8, "top_logprobs": [
+                {"id": 476, "token": " \"", "logprob": -1.25},
+                {"id": 218, "token": "\u{FFFD}", "bytes": [128], "logprob": -3.5},
+                {"id": 9, "token": "x", "logprob": null}]}]});
+        let r = parse_raw_step(&body, "http://x").unwrap().unwrap();
+        assert_eq!(r.sampled, 81);
+        assert_eq!(r.logprob_of(218), Some(Some(-3.5)));
+        assert_eq!(r.logprob_of(9), Some(None));
+        assert_eq!(r.logprob_of(81), None);
+        assert_eq!(r.listed.len(), 3);
+        // Withheld or not llama.cpp: no field, or an empty one.
+        assert_eq!(parse_raw_step(&json!({"content": "x"}), "u").unwrap(), None);
+        let empty = json!({"completion_probabilities": []});
+        assert_eq!(parse_raw_step(&empty, "u").unwrap(), None);
+        let e = parse_raw_step(
+            &json!({"completion_probabilities": [{"id": 1, "top_logprobs": [{"id": "z", "logprob": 0}]}]}),
+            "http://x",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("completion_probabilities[0].top_logprobs[0].id"),
+            "{e}"
+        );
+        let e = parse_raw_step(
+            &json!({"completion_probabilities": [{"id": 1}]}),
+            "http://x",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("top_logprobs` is missing"), "{e}");
     }
 
     #[test]
