@@ -42,8 +42,8 @@ pub struct LogisticFit {
 
 /// Rows × columns below which the fit runs on the calling thread (fewer than about two
 /// chunks' worth of work: a hand-off to rayon costs more than it saves). Above it the whole
-/// fit runs on one pool thread and each pass splits its chunks by `join`. The chunking (and so
-/// every result bit) is the same either way.
+/// fit runs on one pool thread (unless rayon has a single thread) and each pass splits its
+/// chunks by `join`. The chunking (and so every result bit) is the same either way.
 const PAR_MIN_ELEMS: usize = 1 << 13;
 
 /// Fits the model to `x` (`n × d`, row-major) and labels `y` (n values in [0, 1]).
@@ -69,7 +69,7 @@ pub fn fit(x: &[f64], d: usize, y: &[f64], ridge: f64) -> Result<LogisticFit, Fi
         return Err(FitError::Invalid(format!("ridge must be ≥ 0, got {ridge}")));
     }
     let p = d + 1;
-    let par = n * p >= PAR_MIN_ELEMS;
+    let par = n * p >= PAR_MIN_ELEMS && rayon::current_num_threads() > 1;
     if par && rayon::current_thread_index().is_none() {
         // Run the whole fit on a pool thread: its parallel passes then split by `join`, and a
         // half that no idle thread takes runs on the same thread, without a round trip from

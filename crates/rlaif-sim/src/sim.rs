@@ -196,8 +196,8 @@ fn stream(seed: u64, round: usize, purpose: u64, block: usize) -> ChaCha8Rng {
 /// as `h = c + M ξ + s ζ` with `M = W L` and `c = W m_z + m_ε` formed once per call; then
 /// `Δh = h₁ − h₂` and `ℓ = [u < σ(β⟨j, Δh⟩ + b_pos)]`. The draws are vectorised fills and each
 /// pair is one pass of a SIMD kernel chosen at run time; nothing is allocated per sample.
-/// Up to [`SERIAL_MAX_BLOCKS`] blocks run on the calling thread (rayon's wake-up costs more
-/// than they do); the result is the same either way.
+/// Up to [`SERIAL_MAX_BLOCKS`] blocks (any number when rayon has one thread) run on the
+/// calling thread; the result is the same either way.
 pub fn sample_labelled_pairs(
     m: &LatentModel,
     b: &[f64],
@@ -230,7 +230,7 @@ pub fn sample_labelled_pairs(
         pairs.block(&rng, h1, lab);
     };
     let n_blocks = labels.len().div_ceil(PAIRS_PER_BLOCK);
-    if n_blocks <= SERIAL_MAX_BLOCKS {
+    if n_blocks <= SERIAL_MAX_BLOCKS || rayon::current_num_threads() == 1 {
         dh.chunks_mut(PAIRS_PER_BLOCK * d)
             .zip(labels.chunks_mut(PAIRS_PER_BLOCK))
             .enumerate()
