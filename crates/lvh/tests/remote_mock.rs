@@ -369,8 +369,14 @@ fn a_withheld_partial_utf8_token_is_named() {
     let body =
         json!({"choices": [{"text": " \u{FFFD}", "logprobs": null, "finish_reason": "length"}]});
     let plain = json!({"choices": [{"text": "x", "logprobs": null}]});
-    let server =
-        MockServer::scripted(vec![MockResponse::json(&body), MockResponse::json(&plain)]).unwrap();
+    // The raw-distribution fallback then asks `/tokenize` first; a server without it (not
+    // llama.cpp) leaves the error standing.
+    let server = MockServer::scripted(vec![
+        MockResponse::json(&body),
+        MockResponse::status(404, "{\"error\":\"not found\"}"),
+        MockResponse::json(&plain),
+    ])
+    .unwrap();
     let c = client(server.url(), 0).with_scoring(Scoring::ForcedSteps);
     let e = c.continuation_logprob_ids(&[1, 2], &[40303]).unwrap_err();
     assert!(
