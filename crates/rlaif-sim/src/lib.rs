@@ -15,7 +15,8 @@
 //!
 //! Modules follow the specification (THEORY.md): [`model`] (§2–3), [`agreement`] (§4, T5),
 //! [`constitution`] (§5), [`mixing`] (Lemma M), [`theorems`] (T1–T4, T6, T7), [`logistic`] and
-//! [`sim`] (§7), [`spec`] (model files) and [`demo`] (the §8 instance). No I/O happens here:
+//! [`sim`] (§7, with the counter-based random streams of [`rng`] and the vectorisable kernels of
+//! [`vmath`]), [`spec`] (model files) and [`demo`] (the §8 instance). No I/O happens here:
 //! callers pass text in and get typed results out.
 //!
 //! ```

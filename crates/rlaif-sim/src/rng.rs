@@ -273,6 +273,38 @@ mod tests {
         }
     }
 
+    /// The widest instruction set (AVX-512 here), AVX2+FMA and pulp's scalar fallback give the
+    /// same bits.
+    #[test]
+    fn fills_are_the_same_on_every_instruction_set() {
+        use pulp::Simd;
+        let s = CounterStream::new(3, 9);
+        let (first, len) = (5u64, 1003usize);
+        let mut widest = vec![0.0; len];
+        s.fill_normal(first, &mut widest);
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let mut scalar = vec![0.0; len];
+        pulp::Scalar::new().vectorize(FillNormal {
+            stream: s,
+            first,
+            out: &mut scalar,
+        });
+        assert_eq!(bits(&widest), bits(&scalar));
+        #[cfg(target_arch = "x86_64")]
+        if let Some(v3) = pulp::x86::V3::try_new() {
+            let mut avx2 = vec![0.0; len];
+            Simd::vectorize(
+                v3,
+                FillNormal {
+                    stream: s,
+                    first,
+                    out: &mut avx2,
+                },
+            );
+            assert_eq!(bits(&widest), bits(&avx2));
+        }
+    }
+
     #[test]
     fn streams_differ_by_seed_and_id() {
         let a = CounterStream::new(1, 0);
