@@ -39,17 +39,8 @@ fn check_agreement(what: &str, pairs: &[(f64, f64)]) {
     let n = pairs.len() as f64;
     let mean_abs = pairs.iter().map(|(a, b)| (a - b).abs()).sum::<f64>() / n;
     let worst = pairs.iter().map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
-    let (ma, mb) = (
-        pairs.iter().map(|p| p.0).sum::<f64>() / n,
-        pairs.iter().map(|p| p.1).sum::<f64>() / n,
-    );
-    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
-    for (a, b) in pairs {
-        sab += (a - ma) * (b - mb);
-        saa += (a - ma) * (a - ma);
-        sbb += (b - mb) * (b - mb);
-    }
-    let pearson = sab / (saa * sbb).sqrt();
+    let (a, b): (Vec<f64>, Vec<f64>) = pairs.iter().copied().unzip();
+    let pearson = rlaif_sim::estimate::correlation(&a, &b);
     eprintln!(
         "{what}: {} log-probs, mean |local − remote| {mean_abs:.4} nats, worst {worst:.4}, Pearson {pearson:.5}",
         pairs.len()
@@ -391,19 +382,6 @@ fn lvh_judge_through_the_endpoint_agrees_with_the_local_judge() {
     assert!(mean < MEAN_TOL, "mean |ΔS_C| {mean}");
 }
 
-/// Pearson correlation of two equally long sequences.
-fn pearson(a: &[f64], b: &[f64]) -> f64 {
-    let n = a.len() as f64;
-    let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
-    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
-    for (x, y) in a.iter().zip(b) {
-        sab += (x - ma) * (y - mb);
-        saa += (x - ma) * (x - ma);
-        sbb += (y - mb) * (y - mb);
-    }
-    sab / (saa * sbb).sqrt()
-}
-
 /// The whole next-token distribution against llama.cpp's: the server's native `/completion`
 /// with `n_probs` = the vocabulary size returns the log-softmax of its raw logits for every
 /// token, so the Pearson correlation runs over all 49,152 log-probabilities of each prompt
@@ -461,7 +439,7 @@ fn full_vocabulary_logprobs_match_llama_cpp() {
             a.push(t["logprob"].as_f64().expect("logprob"));
             b.push(f64::from(lp[id]));
         }
-        let r = pearson(&a, &b);
+        let r = rlaif_sim::estimate::correlation(&a, &b);
         eprintln!(
             "{name:<24} {} tokens, full-vocabulary Pearson {r:.6}",
             ids.len()
