@@ -83,10 +83,13 @@ def sample_labelled_pairs(rng, inst, n):
     L = np.linalg.cholesky(inst["Sigma_z"])
     mz = inst["mu0"] + inst["Sigma_z"] @ (W.T @ b)
     me = s2 * b
+    # h = W z + eps with z = mz + L xi, as h = c + (W L) xi + s zeta: W L and c = W mz + me
+    # formed once per round (the same form as the Rust sampler), one product per response.
+    WL = W @ L
+    c = W @ mz + me
     xi = rng.standard_normal((2 * n, inst["k"]))
-    z = mz + xi @ L.T
     zeta = rng.standard_normal((2 * n, inst["d"]))
-    h = z @ W.T + me + math.sqrt(s2) * zeta
+    h = c + xi @ WL.T + math.sqrt(s2) * zeta
     dh = h[0::2] - h[1::2]
     p = expit(inst["beta"] * (dh @ inst["j"]) + inst["b_pos"])
     labels = (rng.random(n) < p).astype(np.float64)
