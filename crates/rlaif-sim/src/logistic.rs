@@ -308,18 +308,7 @@ impl pulp::WithSimd for LossChunk<'_> {
             sig[i] = num / one_e;
             val[i] = zt.max(0.0) + crate::vmath::ln(one_e) - y[i] * zt;
         }
-        const L: usize = 8;
-        let mut acc = [0.0f64; L];
-        let full = n - n % L;
-        for vs in val[..full].chunks_exact(L) {
-            for q in 0..L {
-                acc[q] += vs[q];
-            }
-        }
-        for (q, v) in val[full..].iter().enumerate() {
-            acc[q] += v;
-        }
-        ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
+        sum_lanes(val)
     }
 }
 
