@@ -34,6 +34,15 @@ const SPECIALS: [&str; 2] = ["<|im_start|>", "<|im_end|>"];
 
 /// A random llama with the 258-token byte vocabulary and a ChatML template as a complete GGUF
 /// (so the same file also runs locally).
+/// The rows of a JSONL file.
+fn read_jsonl(path: &Path) -> Vec<Json> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 fn write_tiny(path: &Path) {
     RandomLlama {
         context: 2048,
@@ -293,11 +302,7 @@ fn judge_through_the_endpoint_gives_the_planted_labels() {
         out.to_str().unwrap(),
     ]));
     ok(&o);
-    let rows: Vec<Json> = std::fs::read_to_string(&out)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let rows: Vec<Json> = read_jsonl(&out);
     assert_eq!(rows.len(), 4);
     for (i, (r, (c, rej))) in rows.iter().zip(&s.rows).enumerate() {
         let first_good = c.contains("ZQGOOD");
@@ -373,11 +378,7 @@ fn gap_through_the_endpoint_has_the_local_keys_and_planted_scores() {
         scores.to_str().unwrap(),
     ]))))
     .unwrap();
-    let rows: Vec<Json> = std::fs::read_to_string(&scores)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let rows: Vec<Json> = read_jsonl(&scores);
     let mut wins_gen = 0.0;
     for (r, (c, rej)) in rows.iter().zip(&s.rows) {
         let want = [planted_s_gen(c), planted_s_gen(rej)];
@@ -618,11 +619,7 @@ fn gap_through_the_endpoint_scores_split_characters() {
         scores.to_str().unwrap(),
     ]))))
     .unwrap();
-    let got: Vec<Json> = std::fs::read_to_string(&scores)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let got: Vec<Json> = read_jsonl(&scores);
     assert_eq!(got.len(), rows.len());
     for (r, (c, rej)) in got.iter().zip(&rows) {
         let want = [planted_s_gen(c), planted_s_gen(rej)];
