@@ -19,8 +19,10 @@ returns up to the whole vocabulary; they are log-softmax of the raw logits, not 
 and the N most likely are stored as `full_logprobs` (same layout as `top_logprobs`).
 
 --numpy-reference writes a second, independent reference instead (no llama.cpp needed): a plain
-numpy forward of a llama-architecture GGUF with the weights dequantized by the `gguf` package
-(f64 maths, adjacent-pair RoPE, grouped-query causal attention, SwiGLU), recording per prompt
+numpy forward of a llama or gemma3 GGUF with the weights dequantized by the `gguf` package
+(f64 maths; llama: adjacent-pair RoPE, grouped-query causal attention, SwiGLU; gemma3 adds the
+√d embedding scale, per-head q/k norms, NEOX RoPE with base 10,000 on the sliding-window layers
+(l % 6 < 5, window from the file), post-attention and post-MLP norms and tanh-GELU), recording per prompt
 the last position's `resid_post` at --layers and the --top-logprobs most likely next tokens.
 
 Prompts come from a JSON file: a list of strings, or of objects with a "text" field (other fields,
@@ -76,7 +78,7 @@ def main():
     ap.add_argument("--full-logprobs", type=int, default=0,
                     help="also record the N most likely next tokens via /completion n_probs")
     ap.add_argument("--numpy-reference", action="store_true",
-                    help="independent numpy forward instead of llama.cpp (llama architecture only)")
+                    help="independent numpy forward instead of llama.cpp (llama and gemma3 architectures)")
     ap.add_argument("--layers", default="0,9,19,29", help="--numpy-reference: resid_post layers")
     ap.add_argument("--names", help="only these prompt names (comma-separated)")
     args = ap.parse_args()
@@ -179,7 +181,7 @@ def write(args, out):
 
 
 def numpy_reference(args):
-    """Independent f64 numpy forward of a llama GGUF (see the module docs)."""
+    """Independent f64 numpy forward of a llama or gemma3 GGUF (see the module docs)."""
     import gguf
 
     r = gguf.GGUFReader(args.model)
@@ -189,15 +191,20 @@ def numpy_reference(args):
         f = fields[key]
         return f.parts[f.data[0]][0]
 
-    if bytes(fields["general.architecture"].parts[fields["general.architecture"].data[0]]) != b"llama":
-        raise SystemExit("--numpy-reference supports the llama architecture only")
-    n_layers = int(val("llama.block_count"))
-    d = int(val("llama.embedding_length"))
-    h = int(val("llama.attention.head_count"))
-    kvh = int(val("llama.attention.head_count_kv"))
-    eps = float(val("llama.attention.layer_norm_rms_epsilon"))
-    base = float(val("llama.rope.freq_base"))
-    hd = d // h
+    arch = bytes(fields["general.architecture"].parts[fields["general.architecture"].data[0]]).decode()
+    if arch not in ("llama", "gemma3"):
+        raise SystemExit("--numpy-reference supports the llama and gemma3 architectures only")
+    gemma = arch == "gemma3"
+    n_layers = int(val(f"{arch}.block_count"))
+    d = int(val(f"{arch}.embedding_length"))
+    h = int(val(f"{arch}.attention.head_count"))
+    kvh = int(val(f"{arch}.attention.head_count_kv"))
+    eps = float(val(f"{arch}.attention.layer_norm_rms_epsilon"))
+    base = float(val(f"{arch}.rope.freq_base"))
+    hd = int(val(f"{arch}.attention.key_length")) if gemma else d // h
+    # Gemma 3: layers with l % 6 < 5 attend within a sliding window with RoPE base 10,000 (the
+    # rest are global with the file's base); as in Google's reference and llama.cpp.
+    window = int(val("gemma3.attention.sliding_window")) if gemma else None
     tensors = {t.name: t for t in r.tensors}
 
     def mat(name):
@@ -206,32 +213,39 @@ def numpy_reference(args):
         return gguf.quants.dequantize(np.asarray(t.data), t.tensor_type).reshape(n, k).astype(np.float64)
 
     def vec(name):
-        return np.asarray(tensors[name].data, np.float64)
+        t = tensors[name]
+        return gguf.quants.dequantize(np.asarray(t.data), t.tensor_type).reshape(-1).astype(np.float64)
 
     emb = mat("token_embd.weight")
     out_w = mat("output.weight") if "output.weight" in tensors else emb
     out_norm = vec("output_norm.weight")
+    norms = ["attn_norm", "ffn_norm"] + (
+        ["attn_q_norm", "attn_k_norm", "post_attention_norm", "post_ffw_norm"] if gemma else [])
     blocks = []
     for l in range(n_layers):
         def w(s, l=l):
             return f"blk.{l}.{s}.weight"
         blocks.append({k: mat(w(k)) for k in
                        ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")})
-        blocks[-1]["an"] = vec(w("attn_norm"))
-        blocks[-1]["fn"] = vec(w("ffn_norm"))
+        blocks[-1].update({k: vec(w(k)) for k in norms})
 
     def rms(x, g):
         return x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * g
 
-    theta = base ** (-2.0 * np.arange(hd // 2) / hd)
-
-    def rope(x, pos):  # [t, heads, hd], rotating adjacent pairs (GGUF llama layout)
+    def rope(x, pos, b):  # [t, heads, hd]
+        theta = b ** (-2.0 * np.arange(hd // 2) / hd)
         a = pos[:, None] * theta[None]
         c, s = np.cos(a)[:, None], np.sin(a)[:, None]
-        y = np.empty_like(x)
+        if gemma:  # NEOX layout: the two halves of the head form the pairs
+            x1, x2 = x[..., : hd // 2], x[..., hd // 2:]
+            return np.concatenate([x1 * c - x2 * s, x1 * s + x2 * c], -1)
+        y = np.empty_like(x)  # GGUF llama layout: adjacent pairs
         y[..., 0::2] = x[..., 0::2] * c - x[..., 1::2] * s
         y[..., 1::2] = x[..., 0::2] * s + x[..., 1::2] * c
         return y
+
+    def gelu_tanh(x):
+        return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x ** 3)))
 
     layers = [int(x) for x in args.layers.split(",")]
     with open(args.prompts, encoding="utf-8") as f:
@@ -246,23 +260,33 @@ def numpy_reference(args):
             continue
         ids = p["ids"]
         t = len(ids)
-        x = emb[ids]
+        x = emb[ids] * (np.sqrt(d) if gemma else 1.0)
         pos = np.arange(t, dtype=np.float64)
-        mask = np.triu(np.full((t, t), -np.inf), 1)
+        i, j = np.arange(t)[:, None], np.arange(t)[None]
+        mask = np.where(j > i, -np.inf, 0.0)
+        local = np.where((j > i) | (j <= i - (window or 0)), -np.inf, 0.0) if gemma else mask
         resid = {}
         for l, b in enumerate(blocks):
-            n = rms(x, b["an"])
-            q = rope((n @ b["attn_q"].T).reshape(t, h, hd), pos)
-            k = rope((n @ b["attn_k"].T).reshape(t, kvh, hd), pos)
+            sliding = gemma and l % 6 < 5
+            rb = 10000.0 if sliding else base
+            n = rms(x, b["attn_norm"])
+            q = (n @ b["attn_q"].T).reshape(t, h, hd)
+            k = (n @ b["attn_k"].T).reshape(t, kvh, hd)
+            if gemma:
+                q, k = rms(q, b["attn_q_norm"]), rms(k, b["attn_k_norm"])
+            q, k = rope(q, pos, rb), rope(k, pos, rb)
             v = (n @ b["attn_v"].T).reshape(t, kvh, hd)
             k, v = np.repeat(k, h // kvh, axis=1), np.repeat(v, h // kvh, axis=1)
-            sc = np.einsum("thd,shd->hts", q, k) / np.sqrt(hd) + mask
+            sc = np.einsum("thd,shd->hts", q, k) / np.sqrt(hd) + (local if sliding else mask)
             sc = np.exp(sc - sc.max(-1, keepdims=True))
             sc /= sc.sum(-1, keepdims=True)
-            x = x + np.einsum("hts,shd->thd", sc, v).reshape(t, h * hd) @ b["attn_output"].T
-            m = rms(x, b["fn"])
+            a = np.einsum("hts,shd->thd", sc, v).reshape(t, h * hd) @ b["attn_output"].T
+            x = x + (rms(a, b["post_attention_norm"]) if gemma else a)
+            m = rms(x, b["ffn_norm"])
             g = m @ b["ffn_gate"].T
-            x = x + (g / (1 + np.exp(-g)) * (m @ b["ffn_up"].T)) @ b["ffn_down"].T
+            act = gelu_tanh(g) if gemma else g / (1 + np.exp(-g))
+            f = (act * (m @ b["ffn_up"].T)) @ b["ffn_down"].T
+            x = x + (rms(f, b["post_ffw_norm"]) if gemma else f)
             if l in layers:
                 resid[str(l)] = [float(f"{v:.7g}") for v in x[-1]]
         logits = rms(x[-1], out_norm) @ out_w.T
