@@ -412,6 +412,25 @@ fn analyze_runs_end_to_end_on_a_tiny_model() {
     assert_eq!(pairs.as_array().unwrap().len(), 4);
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(html.contains("<svg") && html.contains("Ablation test"));
+    // Δ_C is saved per layer; its norms are the report's, and the control vector holds the
+    // same vectors for the layers llama.cpp can address (ℓ ≥ 1).
+    let saved =
+        lvh::geometry::export::read_safetensors_vectors(&out.join("delta_c.safetensors")).unwrap();
+    assert_eq!(saved.len(), 4);
+    for l in layers {
+        let i = l["layer"].as_u64().unwrap();
+        let v = &saved[&format!("delta_c.{i}")];
+        assert_eq!(v.len(), 64);
+        let norm = v.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt();
+        let want = l["shift_norm"].as_f64().unwrap();
+        assert!(
+            (norm - want).abs() <= 1e-5 * want,
+            "layer {i}: {norm} vs {want}"
+        );
+    }
+    let cv = lvh::geometry::export::ControlVector::read(&out.join("delta_c.gguf")).unwrap();
+    assert_eq!(cv.layers.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(cv.layers[&2], saved["delta_c.2"]);
     // Rerunning into the same folder with other settings is refused, naming the folder.
     let o = Command::new(env!("CARGO_BIN_EXE_lvh"))
         .args([

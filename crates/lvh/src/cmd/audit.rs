@@ -268,6 +268,18 @@ pub fn judge_prompt_acts(
     pooled_all(&m.model, &prompts, &hooks, Pooling::Last, 4, pb)
 }
 
+/// `Δ = mean_i (a_i − b_i)` over the rows of `a` and `b` (`[n, d]`, row-major), in f64.
+pub fn mean_shift(a: &[f32], b: &[f32], d: usize) -> Vec<f64> {
+    let n = a.len() / d;
+    let mut delta = vec![0f64; d];
+    for i in 0..n {
+        for k in 0..d {
+            delta[k] += (f64::from(a[i * d + k]) - f64::from(b[i * d + k])) / n as f64;
+        }
+    }
+    delta
+}
+
 /// `Δ_C,ℓ = mean_i[h_ℓ(C) − h_ℓ(neutral)]`, its norm, cosine with `c_ℓ` and share in the value
 /// subspace, per layer.
 pub fn activated_shift(
@@ -282,13 +294,7 @@ pub fn activated_shift(
         share_in_value_subspace: vec![],
     };
     for (l, (a, b)) in acts.iter().zip(base).enumerate() {
-        let n = a.len() / d;
-        let mut delta = vec![0f64; d];
-        for i in 0..n {
-            for k in 0..d {
-                delta[k] += (f64::from(a[i * d + k]) - f64::from(b[i * d + k])) / n as f64;
-            }
-        }
+        let delta = mean_shift(a, b, d);
         let norm = delta.iter().map(|x| x * x).sum::<f64>().sqrt();
         let c = g.directions[l].as_slice();
         let cos = if norm > 0.0 {

@@ -15,9 +15,10 @@ use super::judge::{JudgeModelArgs, PairSelection};
 use crate::analyze::forward::{generation_response_diff, judge_pair_under, judge_response_diff};
 use crate::analyze::{self, report, Analysis, PairRow};
 use crate::audit::geometry::value_geometry;
-use crate::cmd::audit::{activated_shift, judge_prompt_acts};
+use crate::cmd::audit::{activated_shift, judge_prompt_acts, mean_shift};
 use crate::constitution::{Constitution, ConstitutionSummary};
 use crate::datasets::{ContrastArgs, PreferenceArgs, PreferencePair};
+use crate::geometry::export::{safetensors_bytes, ControlVector};
 use crate::geometry::extract::progress_bar;
 use crate::geometry::refusal::ablate_everywhere;
 use crate::judge::stats::{s_c, win, DEFAULT_RESAMPLES};
@@ -39,7 +40,8 @@ pub enum ConstitutionCommand {
     },
     /// The constitution-activated direction on a model, per layer: Δ_C against the neutral
     /// constitution, the ridge readouts ĵ_C and ĝ, their cosines with the value direction, and
-    /// the ablation test of THEORY T7b.
+    /// the ablation test of THEORY T7b. Δ_C itself is saved for every layer
+    /// (`delta_c.safetensors`, and `delta_c.gguf` as a llama.cpp control vector).
     Analyze(Box<AnalyzeArgs>),
 }
 
@@ -156,6 +158,58 @@ pub fn render_table(rows: &[ConstitutionSummary]) -> String {
 /// # Errors
 /// Bad constitution, data or model; a run folder of another run; forward-pass errors naming the
 /// pair.
+/// Saves `Δ_C,ℓ` (activation units, resid_post at the judge's answer position) for every layer:
+/// `delta_c.safetensors` (tensors `delta_c.ℓ`, with the constitution, the baseline and the site
+/// in the metadata) and `delta_c.gguf`, a llama.cpp control vector of the layers ℓ ≥ 1, which
+/// adds the constitution's shift to generation (`--control-vector-scaled delta_c.gguf:S`).
+fn write_shift_vectors(
+    dir: &RunDir,
+    constitution: &str,
+    neutral: &str,
+    cfg: &lm_runtime::config::ModelConfig,
+    acts: &[Vec<f32>],
+    base: &[Vec<f32>],
+) -> Result<()> {
+    let d = cfg.d_model;
+    let shifts: Vec<Vec<f32>> = acts
+        .iter()
+        .zip(base)
+        .map(|(a, b)| mean_shift(a, b, d).iter().map(|&x| x as f32).collect())
+        .collect();
+    let vectors: Vec<(String, Vec<f32>)> = shifts
+        .iter()
+        .enumerate()
+        .map(|(l, v)| (format!("delta_c.{l}"), v.clone()))
+        .collect();
+    let meta = [
+        ("constitution", constitution),
+        ("baseline", neutral),
+        ("hook", "blocks.*.hook_resid_post"),
+        ("position", "the judge's answer position"),
+        (
+            "definition",
+            "mean over pairs of h(judge prompt under C) - h(same under the baseline)",
+        ),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    dir.write_bytes(
+        "delta_c.safetensors",
+        &safetensors_bytes(&vectors, Some(meta))?,
+    )?;
+    let layers: std::collections::BTreeMap<usize, Vec<f32>> =
+        shifts.into_iter().enumerate().skip(1).collect();
+    if layers.is_empty() {
+        return Ok(()); // a one-layer model has no layer a control vector can address
+    }
+    ControlVector {
+        model_hint: cfg.arch.to_string(),
+        layers,
+    }
+    .write(&dir.file("delta_c.gguf"))
+}
+
 pub fn run_analyze(args: AnalyzeArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let c = Constitution::resolve(&args.constitution)?;
@@ -287,6 +341,7 @@ pub fn run_analyze(args: AnalyzeArgs) -> Result<ExitCode> {
     let base = judge_prompt_acts(&m, &judge, &neutral, &refs, &pb)?;
     pb.finish_and_clear();
     let shift = activated_shift(&geometry, &acts, &base, d);
+    write_shift_vectors(&dir, &c.name, &neutral.name, &cfg, &acts, &base)?;
     stage("activated shift");
 
     // 4. Readouts, ablation test, report.
