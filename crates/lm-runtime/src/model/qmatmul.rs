@@ -437,67 +437,58 @@ mod x86 {
         _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
     }
 
-    /// The Q4_1 × Q8_1 and Q8_0 × Q8_0 dot products (a macro so that an integer-dot
-    /// instruction set such as AVX-VNNI can get its own copy once the toolchain floor has its
-    /// intrinsics).
-    macro_rules! int8_kernels {
-        ($features:literal, $q4_1:ident, $q8_0:ident, $idot:ident) => {
-            /// `Σ_b d_w[b]·d_x[b]·Σ q_w q_x + m_w[b]·s_x[b]` over Q4_1 × Q8_1 blocks.
-            ///
-            /// # Safety
-            /// The target features must be available; `w` holds `nb` Q4_1 blocks (20 bytes
-            /// each) and `xq` `32·nb` bytes for `nb = xd.len()`, and `xs` has `nb` entries.
-            #[target_feature(enable = $features)]
-            pub(super) unsafe fn $q4_1(w: &[u8], xd: &[f32], xs: &[f32], xq: &[i8]) -> f32 {
-                let nb = xd.len();
-                debug_assert!(w.len() == 20 * nb && xq.len() == 32 * nb && xs.len() == nb);
-                let low = _mm256_set1_epi8(0x0F);
-                let mut acc = _mm256_setzero_ps();
-                let mut acc_m = 0f32;
-                for b in 0..nb {
-                    let blk = w.as_ptr().add(20 * b);
-                    prefetch(blk);
-                    // d_w and m_w, adjacent f16s, converted together.
-                    let bits = blk.cast::<i32>().read_unaligned();
-                    let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(bits));
-                    let (dw, mw) = (_mm_cvtss_f32(dm), _mm_cvtss_f32(_mm_movehdup_ps(dm)));
-                    let t = _mm_loadu_si128(blk.add(4).cast());
-                    let wv = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), low);
-                    let x = _mm256_loadu_si256(xq.as_ptr().add(32 * b).cast());
-                    let p = $idot(wv, x);
-                    let scale = _mm256_set1_ps(dw * *xd.get_unchecked(b));
-                    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, acc);
-                    acc_m += mw * *xs.get_unchecked(b);
-                }
-                hsum(acc) + acc_m
-            }
-
-            /// `Σ_b d_w[b]·d_x[b]·Σ q_w q_x` over Q8_0 × Q8_0 blocks.
-            ///
-            /// # Safety
-            /// The target features must be available; `w` holds `nb` Q8_0 blocks (34 bytes
-            /// each) and `xq` `32·nb` bytes for `nb = xd.len()`.
-            #[target_feature(enable = $features)]
-            pub(super) unsafe fn $q8_0(w: &[u8], xd: &[f32], xq: &[i8]) -> f32 {
-                let nb = xd.len();
-                debug_assert!(w.len() == 34 * nb && xq.len() == 32 * nb);
-                let mut acc = _mm256_setzero_ps();
-                for b in 0..nb {
-                    let blk = w.as_ptr().add(34 * b);
-                    prefetch(blk);
-                    let wv = _mm256_loadu_si256(blk.add(2).cast());
-                    let x = _mm256_loadu_si256(xq.as_ptr().add(32 * b).cast());
-                    // |w| · (x · sign w): unsigned × signed bytes, products unchanged.
-                    let p = $idot(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(x, wv));
-                    let scale = _mm256_set1_ps(f16(blk) * *xd.get_unchecked(b));
-                    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, acc);
-                }
-                hsum(acc)
-            }
-        };
+    /// `Σ_b d_w[b]·d_x[b]·Σ q_w q_x + m_w[b]·s_x[b]` over Q4_1 × Q8_1 blocks.
+    ///
+    /// # Safety
+    /// AVX2, FMA and F16C must be available; `w` holds `nb` Q4_1 blocks (20 bytes
+    /// each) and `xq` `32·nb` bytes for `nb = xd.len()`, and `xs` has `nb` entries.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot_q4_1(w: &[u8], xd: &[f32], xs: &[f32], xq: &[i8]) -> f32 {
+        let nb = xd.len();
+        debug_assert!(w.len() == 20 * nb && xq.len() == 32 * nb && xs.len() == nb);
+        let low = _mm256_set1_epi8(0x0F);
+        let mut acc = _mm256_setzero_ps();
+        let mut acc_m = 0f32;
+        for b in 0..nb {
+            let blk = w.as_ptr().add(20 * b);
+            prefetch(blk);
+            // d_w and m_w, adjacent f16s, converted together.
+            let bits = blk.cast::<i32>().read_unaligned();
+            let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(bits));
+            let (dw, mw) = (_mm_cvtss_f32(dm), _mm_cvtss_f32(_mm_movehdup_ps(dm)));
+            let t = _mm_loadu_si128(blk.add(4).cast());
+            let wv = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), low);
+            let x = _mm256_loadu_si256(xq.as_ptr().add(32 * b).cast());
+            let p = idot_avx2(wv, x);
+            let scale = _mm256_set1_ps(dw * *xd.get_unchecked(b));
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, acc);
+            acc_m += mw * *xs.get_unchecked(b);
+        }
+        hsum(acc) + acc_m
     }
 
-    int8_kernels!("avx2,fma,f16c", dot_q4_1, dot_q8_0, idot_avx2);
+    /// `Σ_b d_w[b]·d_x[b]·Σ q_w q_x` over Q8_0 × Q8_0 blocks.
+    ///
+    /// # Safety
+    /// AVX2, FMA and F16C must be available; `w` holds `nb` Q8_0 blocks (34 bytes
+    /// each) and `xq` `32·nb` bytes for `nb = xd.len()`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot_q8_0(w: &[u8], xd: &[f32], xq: &[i8]) -> f32 {
+        let nb = xd.len();
+        debug_assert!(w.len() == 34 * nb && xq.len() == 32 * nb);
+        let mut acc = _mm256_setzero_ps();
+        for b in 0..nb {
+            let blk = w.as_ptr().add(34 * b);
+            prefetch(blk);
+            let wv = _mm256_loadu_si256(blk.add(2).cast());
+            let x = _mm256_loadu_si256(xq.as_ptr().add(32 * b).cast());
+            // |w| · (x · sign w): unsigned × signed bytes, products unchanged.
+            let p = idot_avx2(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(x, wv));
+            let scale = _mm256_set1_ps(f16(blk) * *xd.get_unchecked(b));
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, acc);
+        }
+        hsum(acc)
+    }
 
     /// `Σ_b d_w[b]·Σ q_w x + m_w[b]·sx[b]` over Q4_1 blocks against f32 `x`.
     ///
@@ -600,23 +591,15 @@ mod tests {
                     .map(|i| ((i * 104_729 % 997) as f32 / 498.0 - 1.0) * 3.0)
                     .collect();
                 let x = Tensor::from_vec(x, (1, rows, k), &dev).unwrap();
-                let a: Vec<f32> = fast
-                    .forward(&x)
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .to_vec1()
-                    .unwrap();
-                let b: Vec<f32> = reference
-                    .forward(&x)
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .to_vec1()
-                    .unwrap();
+                let a: Vec<f32> = flat(fast.forward(&x));
+                let b: Vec<f32> = flat(reference.forward(&x));
                 close(&a, &b, rows * n, &format!("{dtype:?} rows {rows}"));
             }
         }
+    }
+
+    fn flat(t: candle_core::Result<Tensor>) -> Vec<f32> {
+        t.unwrap().flatten_all().unwrap().to_vec1().unwrap()
     }
 
     fn close(a: &[f32], b: &[f32], len: usize, what: &str) {
@@ -652,20 +635,8 @@ mod tests {
                     .map(|i| ((i * 104_729 % 997) as f32 / 498.0 - 1.0) * 3.0)
                     .collect();
                 let x = Tensor::from_vec(x, (rows, k), &dev).unwrap();
-                let a: Vec<f32> = lin
-                    .forward(&x)
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .to_vec1()
-                    .unwrap();
-                let b: Vec<f32> = x
-                    .matmul(&deq.t().unwrap())
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .to_vec1()
-                    .unwrap();
+                let a: Vec<f32> = flat(lin.forward(&x));
+                let b: Vec<f32> = flat(x.matmul(&deq.t().unwrap()));
                 close(&a, &b, rows * n, &format!("{dtype:?} f32 rows {rows}"));
             }
         }
