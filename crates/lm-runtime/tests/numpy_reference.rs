@@ -121,39 +121,67 @@ fn load_reference(name: &str, sha256: &str, prompts: usize) -> Reference {
     reference
 }
 
+/// The model file named by the environment variable `var`, or `None` (the test skips).
+fn model_path(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(p) if !p.is_empty() => Some(p),
+        _ => {
+            eprintln!("skipping: {var} is not set");
+            None
+        }
+    }
+}
+
+/// Bounds of one model's comparison: the f32 path's |Δ log-prob|, the quantized path's worst
+/// relative L2 and its smallest top-50 Pearson.
+struct Bounds {
+    f32_abs: f64,
+    quantized_rel: f64,
+    quantized_pearson: f64,
+}
+
+/// Both weight modes against the reference: the f32 path to f32 rounding (relative L2 < 1e-4,
+/// Pearson > 0.99999), the quantized path within `bounds` and clearly not exact (> 1e-3).
+fn check_both_modes(path: &str, reference: &Reference, bounds: &Bounds) {
+    let f32_model = Model::load(path, WeightMode::F32).unwrap();
+    let (rel, r, abs) = compare(&f32_model, reference);
+    eprintln!("F32: worst relative L2 {rel:.3e}, Pearson {r:.7}, max|Δ| {abs:.3e}");
+    assert!(rel < 1e-4, "F32: residual relative L2 {rel}");
+    assert!(abs < bounds.f32_abs, "F32: |Δ log-prob| {abs}");
+    assert!(r > 0.99999, "F32: Pearson {r}");
+    drop(f32_model);
+
+    let q_model = Model::load(path, WeightMode::Quantized).unwrap();
+    let (rel, r, abs) = compare(&q_model, reference);
+    eprintln!("Quantized: worst relative L2 {rel:.3e}, Pearson {r:.7}, max|Δ| {abs:.3e}");
+    assert!(
+        rel < bounds.quantized_rel,
+        "Quantized: residual relative L2 {rel}"
+    );
+    // Not a rounding-level agreement: the quantized path must still be clearly off f32.
+    assert!(
+        rel > 1e-3,
+        "Quantized: suspiciously exact ({rel}); is it really quantized?"
+    );
+    assert!(r > bounds.quantized_pearson, "Quantized: Pearson {r}");
+}
+
 #[test]
 fn smollm2_matches_numpy_forward() {
-    let path = match std::env::var("LVH_TEST_MODEL") {
-        Ok(p) if !p.is_empty() => p,
-        _ => {
-            eprintln!("skipping: LVH_TEST_MODEL is not set");
-            return;
-        }
+    let Some(path) = model_path("LVH_TEST_MODEL") else {
+        return;
     };
     let reference = load_reference(
         "smollm2",
         "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         3,
     );
-
-    let f32_model = Model::load(&path, WeightMode::F32).unwrap();
-    let (rel, r, abs) = compare(&f32_model, &reference);
-    eprintln!("F32: worst relative L2 {rel:.3e}, Pearson {r:.7}, max|Δ| {abs:.3e}");
-    assert!(rel < 1e-4, "F32: residual relative L2 {rel}");
-    assert!(abs < 1e-3, "F32: |Δ log-prob| {abs}");
-    assert!(r > 0.99999, "F32: Pearson {r}");
-    drop(f32_model);
-
-    let q_model = Model::load(&path, WeightMode::Quantized).unwrap();
-    let (rel, r, abs) = compare(&q_model, &reference);
-    eprintln!("Quantized: worst relative L2 {rel:.3e}, Pearson {r:.7}, max|Δ| {abs:.3e}");
-    assert!(rel < 0.05, "Quantized: residual relative L2 {rel}");
-    // Not a rounding-level agreement: the quantized path must still be clearly off f32.
-    assert!(
-        rel > 1e-3,
-        "Quantized: suspiciously exact ({rel}); is it really quantized?"
-    );
-    assert!(r > 0.99, "Quantized: Pearson {r}");
+    let bounds = Bounds {
+        f32_abs: 1e-3,
+        quantized_rel: 0.05,
+        quantized_pearson: 0.99,
+    };
+    check_both_modes(&path, &reference, &bounds);
 }
 
 /// Gemma 3's f32 path computes the reference's function: measured relative L2 ≤ 2.4e-6 at every
@@ -164,12 +192,8 @@ fn smollm2_matches_numpy_forward() {
 /// top-50 Pearson 0.981 (bounds 10 %, 0.97).
 #[test]
 fn gemma3_matches_numpy_forward() {
-    let path = match std::env::var("LVH_TEST_GEMMA") {
-        Ok(p) if !p.is_empty() => p,
-        _ => {
-            eprintln!("skipping: LVH_TEST_GEMMA is not set");
-            return;
-        }
+    let Some(path) = model_path("LVH_TEST_GEMMA") else {
+        return;
     };
     let reference = load_reference(
         "gemma3",
@@ -177,19 +201,10 @@ fn gemma3_matches_numpy_forward() {
         4,
     );
     assert!(reference.prompts.iter().any(|p| p.ids.len() > 512));
-
-    let f32_model = Model::load(&path, WeightMode::F32).unwrap();
-    let (rel, r, abs) = compare(&f32_model, &reference);
-    eprintln!("F32: worst relative L2 {rel:.3e}, Pearson {r:.7}, max|Δ| {abs:.3e}");
-    assert!(rel < 1e-4, "F32: residual relative L2 {rel}");
-    assert!(abs < 3e-3, "F32: |Δ log-prob| {abs}");
-    assert!(r > 0.99999, "F32: Pearson {r}");
-    drop(f32_model);
-
-    let q_model = Model::load(&path, WeightMode::Quantized).unwrap();
-    let (rel, r, abs) = compare(&q_model, &reference);
-    eprintln!("Quantized: worst relative L2 {rel:.3e}, Pearson {r:.7}, max|Δ| {abs:.3e}");
-    assert!(rel < 0.1, "Quantized: residual relative L2 {rel}");
-    assert!(rel > 1e-3, "Quantized: suspiciously exact ({rel})");
-    assert!(r > 0.97, "Quantized: Pearson {r}");
+    let bounds = Bounds {
+        f32_abs: 3e-3,
+        quantized_rel: 0.1,
+        quantized_pearson: 0.97,
+    };
+    check_both_modes(&path, &reference, &bounds);
 }
