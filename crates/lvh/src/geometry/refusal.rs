@@ -435,14 +435,15 @@ pub fn score_candidate(
     let (hf_abl, kls) = ablation_effects(model, tokens, base, harmful, harmless, &dir, batch)?;
     let hl_add = addition_effect(model, tokens, harmless, &dir, layer, add_coeff, batch)?;
     let (ha, la, k) = (MeanSe::of(&hf_abl), MeanSe::of(&hl_add), MeanSe::of(&kls));
+    let gap = base.gap();
     Ok(CandidateScore {
         layer,
         add_coeff,
         harmful_ablated: ha,
         harmless_added: la,
         harmless_kl: k,
-        ablation_lowers: moved_enough(&base.harmful, &hf_abl, true, base.gap()),
-        addition_raises: moved_enough(&base.harmless, &hl_add, false, base.gap()),
+        ablation_lowers: moved_enough(&base.harmful, &hf_abl, true, gap),
+        addition_raises: moved_enough(&base.harmless, &hl_add, false, gap),
         kl_ok: k.mean <= max_kl,
     })
 }
@@ -518,6 +519,7 @@ pub fn causal_checks_with(
     let (hf_abl, kls) = ablation_effects(model, tokens, base, harmful, harmless, &dir, batch)?;
     let (hb, ha) = (MeanSe::of(&base.harmful), MeanSe::of(&hf_abl));
     let lb = MeanSe::of(&base.harmless);
+    let gap = hb.mean - lb.mean; // `Baseline::gap`
     let mut additions = Vec::with_capacity(add_scales.len());
     let mut raises = false;
     for &scale in add_scales {
@@ -531,7 +533,7 @@ pub fn causal_checks_with(
             batch,
         )?;
         if additions.is_empty() {
-            raises = moved_enough(&base.harmless, &hl_add, false, base.gap());
+            raises = moved_enough(&base.harmless, &hl_add, false, gap);
         }
         additions.push(Addition {
             scale,
@@ -546,7 +548,7 @@ pub fn causal_checks_with(
         n_harmless: harmless.len(),
         harmful_base: hb,
         harmful_ablated: ha,
-        ablation_lowers_refusal: moved_enough(&base.harmful, &hf_abl, true, base.gap()),
+        ablation_lowers_refusal: moved_enough(&base.harmful, &hf_abl, true, gap),
         harmless_base: lb,
         additions,
         addition_raises_refusal: raises,
