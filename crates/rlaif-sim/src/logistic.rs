@@ -10,6 +10,8 @@ use rayon::prelude::*;
 
 use crate::linalg::dot;
 
+mod narrow;
+
 /// Rows per parallel work item.
 pub const CHUNK: usize = 512;
 
@@ -44,7 +46,7 @@ pub struct LogisticFit {
 /// chunks' worth of work: a hand-off to rayon costs more than it saves). Above it the whole
 /// fit runs on one pool thread (unless rayon has a single thread) and each pass splits its
 /// chunks by `join`. The chunking (and so every result bit) is the same either way.
-const PAR_MIN_ELEMS: usize = 1 << 13;
+const PAR_MIN_ELEMS: usize = 1 << 15;
 
 /// Fits the model to `x` (`n × d`, row-major) and labels `y` (n values in [0, 1]).
 ///
@@ -70,48 +72,146 @@ pub fn fit(x: &[f64], d: usize, y: &[f64], ridge: f64) -> Result<LogisticFit, Fi
     }
     let p = d + 1;
     let par = n * p >= PAR_MIN_ELEMS && rayon::current_num_threads() > 1;
+    let run = || {
+        if d <= narrow::MAX_D {
+            fit_impl(narrow::FeatureMajor::new(x, d, par), d, y, ridge)
+        } else {
+            fit_impl(RowMajor::new(x, d, par), d, y, ridge)
+        }
+    };
     if par && rayon::current_thread_index().is_none() {
         // Run the whole fit on a pool thread: its parallel passes then split by `join`, and a
         // half that no idle thread takes runs on the same thread, without a round trip from
         // this thread into the pool per pass.
-        return rayon::scope(|_| fit_impl(x, d, y, ridge, n, p, par));
+        return rayon::scope(|_| run());
     }
-    fit_impl(x, d, y, ridge, n, p, par)
+    run()
+}
+
+/// The design matrix `X̃ = [X 1]` in the layout one of the fit's kernels reads, with the
+/// passes of a Newton iteration over it. Rows beyond n in the per-row buffers are padding:
+/// their σ and label are 0, so their weight and residual are 0.
+trait Design {
+    /// Length of the per-row buffers (`≥ n`).
+    fn padded_rows(&self) -> usize;
+    /// Gradient and upper triangle of the Hessian (`p × p` row-major) of the objective at
+    /// `theta`, where `sig_i = σ(z_i)` and `y` holds the labels (both padded).
+    fn grad_hess(
+        &mut self,
+        y: &[f64],
+        sig: &[f64],
+        theta: &[f64],
+        ridge: f64,
+    ) -> (Vec<f64>, Vec<f64>);
+    /// `dz_i = ⟨δ_w, x_i⟩ + δ_c` for the step `δ = (δ_w, δ_c)` (padded).
+    fn margin_change(&self, step: &[f64], dz: &mut [f64]);
+    /// Whether the row passes run on rayon.
+    fn par(&self) -> bool;
+}
+
+/// Row-major `X` as given: Hessian by [`weighted_gram_upper`]'s register tiles.
+struct RowMajor<'a> {
+    x: &'a [f64],
+    d: usize,
+    par: bool,
+    /// Row weights σ'(z_i) and residuals σ(z_i) − ℓ_i of the current iterate.
+    wt: Vec<f64>,
+    res: Vec<f64>,
+}
+
+impl<'a> RowMajor<'a> {
+    fn new(x: &'a [f64], d: usize, par: bool) -> Self {
+        let n = x.len() / d;
+        Self {
+            x,
+            d,
+            par,
+            wt: vec![0.0; n],
+            res: vec![0.0; n],
+        }
+    }
+}
+
+impl Design for RowMajor<'_> {
+    fn padded_rows(&self) -> usize {
+        self.wt.len()
+    }
+    fn grad_hess(
+        &mut self,
+        y: &[f64],
+        sig: &[f64],
+        theta: &[f64],
+        ridge: f64,
+    ) -> (Vec<f64>, Vec<f64>) {
+        grad_hess_at(
+            self.x,
+            self.d,
+            y,
+            sig,
+            theta,
+            ridge,
+            self.par,
+            &mut self.wt,
+            &mut self.res,
+        )
+    }
+    fn margin_change(&self, step: &[f64], dz: &mut [f64]) {
+        margin_change(self.x, self.d, step, dz, self.par);
+    }
+    fn par(&self) -> bool {
+        self.par
+    }
 }
 
 /// The Newton iterations of [`fit`] on validated input.
 fn fit_impl(
-    x: &[f64],
+    mut design: impl Design,
     d: usize,
-    y: &[f64],
+    labels: &[f64],
     ridge: f64,
-    n: usize,
-    p: usize,
-    par: bool,
 ) -> Result<LogisticFit, FitError> {
+    let (n, p, par) = (labels.len(), d + 1, design.par());
+    let rows = design.padded_rows();
+    let mut y = labels.to_vec();
+    y.resize(rows, 0.0);
     let mut theta = vec![0.0; p];
     // Margins at θ = 0.
-    let mut z = vec![0.0; n];
-    let mut z_cand = vec![0.0; n];
-    let mut dz = vec![0.0; n];
-    // σ(z_i), a by-product of each loss evaluation, reused by the next gradient and Hessian.
-    let mut sig = vec![0.0; n];
-    let mut sig_cand = vec![0.0; n];
-    // Row weights σ'(z_i) and residuals σ(z_i) − ℓ_i of the current iterate.
-    let (mut wt, mut res) = (vec![0.0; n], vec![0.0; n]);
+    let mut z = vec![0.0; rows];
+    let mut z_cand = vec![0.0; rows];
+    let mut dz = vec![0.0; rows];
+    // σ(z_i), a by-product of each loss evaluation, reused by the next gradient and Hessian
+    // (0 on the padding rows, which the loss never writes).
+    let mut sig = vec![0.0; rows];
+    let mut sig_cand = vec![0.0; rows];
     let mut chol = vec![0.0; p * p];
-    let mut loss = data_loss(&dz, &dz, 0.0, y, &mut z, &mut sig, par);
+    let y = &y[..];
+    let mut loss = data_loss(
+        &dz[..n],
+        &dz[..n],
+        0.0,
+        &y[..n],
+        &mut z[..n],
+        &mut sig[..n],
+        par,
+    );
     for iter in 1..=200 {
-        let (grad, hess) = grad_hess_at(x, d, y, &sig, &theta, ridge, par, &mut wt, &mut res);
+        let (grad, hess) = design.grad_hess(y, &sig, &theta, ridge);
         let step = newton_step(&hess, &grad, &mut chol);
         let slope = dot(&grad, &step);
-        margin_change(x, d, &step, &mut dz, par);
+        design.margin_change(&step, &mut dz);
         let mut t = 1.0;
         let mut accepted = false;
         for _ in 0..60 {
             let cand: Vec<f64> = theta.iter().zip(&step).map(|(a, s)| a + t * s).collect();
-            let l = data_loss(&z, &dz, t, y, &mut z_cand, &mut sig_cand, par)
-                + 0.5 * ridge * dot(&cand[..d], &cand[..d]);
+            let l = data_loss(
+                &z[..n],
+                &dz[..n],
+                t,
+                &y[..n],
+                &mut z_cand[..n],
+                &mut sig_cand[..n],
+                par,
+            ) + 0.5 * ridge * dot(&cand[..d], &cand[..d]);
             if l <= loss + 1e-4 * t * slope {
                 theta = cand;
                 std::mem::swap(&mut z, &mut z_cand);

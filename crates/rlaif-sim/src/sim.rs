@@ -311,12 +311,15 @@ impl pulp::WithSimd for PairKernel<'_, '_> {
         let (k, d, s) = (p.k, p.d, p.s);
         let lanes = S::F64_LANES;
         let sv = simd.splat_f64s(s);
-        for ((((x1, x2), o), z2), u) in xi1
+        // The logits β⟨j, Δh⟩ + b_pos of the block's pairs, labelled after the loop.
+        let rows = lab.len().min(PAIRS_PER_BLOCK);
+        let mut logits = [0.0f64; PAIRS_PER_BLOCK];
+        for ((((x1, x2), o), z2), x) in xi1
             .chunks_exact(k)
             .zip(xi2.chunks_exact(k))
             .zip(h1.chunks_exact_mut(d))
             .zip(h2.chunks_exact(d))
-            .zip(lab.iter_mut())
+            .zip(logits[..rows].iter_mut())
         {
             let mut c0 = 0;
             while c0 + lanes <= d {
@@ -343,8 +346,11 @@ impl pulp::WithSimd for PairKernel<'_, '_> {
                 }
                 o[col] = a1 - a2;
             }
-            // ℓ = [u < σ(β⟨j, Δh⟩ + b_pos)], σ(x) = 1/(1 + e^{−x}) = e^{x}/(1 + e^{x}).
-            let x = p.beta * crate::logistic::dot_lanes(p.j, o) + p.b_pos;
+            *x = p.beta * crate::logistic::dot_lanes(p.j, o) + p.b_pos;
+        }
+        // ℓ = [u < σ(β⟨j, Δh⟩ + b_pos)], σ(x) = 1/(1 + e^{−x}) = e^{x}/(1 + e^{x}); a plain
+        // loop over the block's pairs, which the compiler vectorises (the `exp` is branch-free).
+        for (u, &x) in lab.iter_mut().zip(&logits[..rows]) {
             let e = crate::vmath::exp_nonpos(-x.abs());
             let prob = if x >= 0.0 {
                 1.0 / (1.0 + e)

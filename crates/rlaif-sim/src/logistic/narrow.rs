@@ -1,0 +1,590 @@
+//! The Newton passes of [`super::fit`] for narrow inputs (`d ≤ MAX_D`), on a feature-major copy
+//! of `X`.
+//!
+//! With few features a row is one or two SIMD vectors, so kernels that run along a row waste
+//! lanes on the triangle's short rows and need a horizontal sum per row for `X̃δ`. Here every
+//! pass runs *along the rows* instead: chunk c of [`CHUNK`] rows is stored as `dt` feature
+//! columns (`dt` = d rounded up to a multiple of 4, the extra columns zero), each padded with
+//! zero rows to a multiple of 8, so that
+//!
+//! * `X̃δ` is `δ_c + Σ_a δ_a x_{·a}`: one fused multiply-add per feature and SIMD vector of rows,
+//!   four features per sweep;
+//! * the Hessian `Σ_i s_i x̃_i x̃_iᵀ` is built from 4 × 4 register tiles of entries `(a, b)`,
+//!   `a ≤ b`, each a dot product `Σ_i (s_i x_ia) x_ib` vectorised along i, over blocks of rows
+//!   that stay in L1 while every tile reads them. A diagonal tile computes its upper ten
+//!   entries, and also the intercept column `Σ_i s_i x_ia` and the gradient `Σ_i r_i x_ia` of its
+//!   four features (the first one also `Σ_i s_i` and `Σ_i r_i`): per vector of rows,
+//!   `dt(dt + 4)/2 + dt` multiply-adds and `dt²/4` products `s_i x_ia`, no lane wasted on a
+//!   partial column vector.
+//!
+//! Sums run in SIMD lanes (row i of a chunk into lane i mod L, rows in order), each chunk's
+//! partials are added lane by lane in chunk order, and each entry's lanes are then added in a
+//! fixed pairwise tree: the result depends on the input and the instruction set's lane count L,
+//! never on the thread count.
+
+use std::cell::Cell;
+
+use rayon::prelude::*;
+
+use super::{Design, CHUNK};
+
+/// Widest input that takes this path (`p = d + 1 ≤ 32`).
+pub(super) const MAX_D: usize = 31;
+
+/// Rows of a chunk are padded to a multiple of this (the widest SIMD vector of f64).
+const ROW_PAD: usize = 8;
+
+/// Extra values after each feature column of a chunk, so that columns are not a multiple of
+/// 4 KiB apart: with `m̄ = 512` they would all map to the same L1 sets (and alias the rows
+/// being read), and a pass over sixteen columns would miss the cache on every load.
+const SKEW: usize = 8;
+
+/// Distance between consecutive feature columns of a chunk of `mb` padded rows.
+fn stride(mb: usize) -> usize {
+    mb + SKEW
+}
+
+/// The design matrix in feature-major chunks.
+pub(super) struct FeatureMajor {
+    /// Chunk c (rows `CHUNK·c ..`, `m_c` of them, padded to `m̄_c`) at offset
+    /// `c · dt · stride(CHUNK)`: feature a's `m̄_c` values at `a · stride(m̄_c)` (rows: features,
+    /// cols: the chunk's rows).
+    xt: Vec<f64>,
+    d: usize,
+    /// d rounded up to a multiple of 4 (the tile size).
+    dt: usize,
+    /// Rows padded: `n` rounded up to a multiple of [`ROW_PAD`].
+    rows: usize,
+    par: bool,
+}
+
+/// `(offset in xt, first row, padded rows)` of each chunk.
+fn chunks(rows: usize, dt: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+    (0..rows.div_ceil(CHUNK)).map(move |c| {
+        let r0 = c * CHUNK;
+        (c * dt * stride(CHUNK), r0, CHUNK.min(rows - r0))
+    })
+}
+
+impl FeatureMajor {
+    /// Copies `x` (`n × d`, row-major, `1 ≤ d ≤ MAX_D`) into feature-major chunks.
+    pub(super) fn new(x: &[f64], d: usize, par: bool) -> Self {
+        let n = x.len() / d;
+        let dt = d.div_ceil(4) * 4;
+        let rows = n.div_ceil(ROW_PAD) * ROW_PAD;
+        // The buffer of the previous fit on this thread, if any: a fresh 100 kB allocation
+        // costs more than the copy (the allocator returns freed memory to the system and
+        // takes page faults on the next use).
+        let mut xt = SCRATCH.with(Cell::take);
+        let len = chunks(rows, dt).map(|(_, _, mb)| dt * stride(mb)).sum();
+        xt.resize(len, 0.0);
+        let fill = |(x, xt): (&[f64], &mut [f64])| {
+            #[cfg(target_arch = "x86_64")]
+            if let Some(v3) = pulp::x86::V3::try_new() {
+                return pulp::Simd::vectorize(v3, TransposeAvx { v3, x, d, xt });
+            }
+            pulp::Arch::new().dispatch(Transpose { x, d, xt });
+        };
+        if par {
+            x.par_chunks(CHUNK * d)
+                .zip(xt.par_chunks_mut(dt * stride(CHUNK)))
+                .for_each(fill);
+        } else {
+            x.chunks(CHUNK * d)
+                .zip(xt.chunks_mut(dt * stride(CHUNK)))
+                .for_each(fill);
+        }
+        Self {
+            xt,
+            d,
+            dt,
+            rows,
+            par,
+        }
+    }
+}
+
+thread_local! {
+    /// The feature-major buffer of the last fit on this thread, kept for the next one.
+    static SCRATCH: Cell<Vec<f64>> = const { Cell::new(Vec::new()) };
+}
+
+/// Largest buffer kept for the next fit (values; 2 MiB): beyond it the copy costs far more than
+/// the allocation.
+const SCRATCH_MAX: usize = 1 << 18;
+
+impl Drop for FeatureMajor {
+    fn drop(&mut self) {
+        let xt = std::mem::take(&mut self.xt);
+        if xt.capacity() <= SCRATCH_MAX {
+            SCRATCH.with(|c| c.set(xt));
+        }
+    }
+}
+
+impl FeatureMajor {
+    /// Maps `f(xt_c, first_row, padded_rows)` over the chunks, in parallel when `par`, and
+    /// returns the results in chunk order.
+    fn map_chunks<T: Send>(&self, f: impl Fn(&[f64], usize, usize) -> T + Sync + Send) -> Vec<T> {
+        let dt = self.dt;
+        let chunk =
+            |(off, r0, mb): (usize, usize, usize)| f(&self.xt[off..off + dt * stride(mb)], r0, mb);
+        if self.par {
+            chunks(self.rows, dt)
+                .collect::<Vec<_>>()
+                .into_par_iter()
+                .map(chunk)
+                .collect()
+        } else {
+            chunks(self.rows, dt).map(chunk).collect()
+        }
+    }
+}
+
+/// Entries of a chunk's lane partials, in units of one lane vector: the Hessian `dt × dt`
+/// (upper triangle of each tile written), then `Σ s x_a` (dt), `Σ r x_a` (dt), `Σ s`, `Σ r`.
+fn partial_entries(dt: usize) -> usize {
+    dt * dt + 2 * dt + 2
+}
+
+impl Design for FeatureMajor {
+    fn padded_rows(&self) -> usize {
+        self.rows
+    }
+
+    fn grad_hess(
+        &mut self,
+        y: &[f64],
+        sig: &[f64],
+        theta: &[f64],
+        ridge: f64,
+    ) -> (Vec<f64>, Vec<f64>) {
+        let dt = self.dt;
+        let gram = |xt: &[f64], r0: usize, mb: usize, acc: &mut Vec<f64>| {
+            pulp::Arch::new().dispatch(GramChunk {
+                xt,
+                dt,
+                sig: &sig[r0..r0 + mb],
+                y: &y[r0..r0 + mb],
+                acc,
+            });
+        };
+        let mut acc = Vec::new();
+        if self.par {
+            // Each chunk's partials from zero, then added in chunk order: the same sums as the
+            // serial pass, which adds every chunk's tiles straight into one accumulator.
+            let parts = self.map_chunks(|xt, r0, mb| {
+                let mut part = Vec::new();
+                gram(xt, r0, mb, &mut part);
+                part
+            });
+            for part in &parts {
+                pulp::Arch::new().dispatch(AddInto {
+                    acc: &mut acc,
+                    part,
+                });
+            }
+        } else {
+            for (off, r0, mb) in chunks(self.rows, dt) {
+                gram(&self.xt[off..off + dt * stride(mb)], r0, mb, &mut acc);
+            }
+        }
+        pulp::Arch::new().dispatch(Finish {
+            acc: &acc,
+            d: self.d,
+            dt,
+            theta,
+            ridge,
+        })
+    }
+
+    fn margin_change(&self, step: &[f64], dz: &mut [f64]) {
+        let dt = self.dt;
+        let pass = |xt: &[f64], out: &mut [f64]| {
+            pulp::Arch::new().dispatch(MarginChunk { xt, step, out });
+        };
+        if self.par {
+            self.xt
+                .par_chunks(dt * stride(CHUNK))
+                .zip(dz.par_chunks_mut(CHUNK))
+                .for_each(|(xt, out)| pass(xt, out));
+        } else {
+            self.xt
+                .chunks(dt * stride(CHUNK))
+                .zip(dz.chunks_mut(CHUNK))
+                .for_each(|(xt, out)| pass(xt, out));
+        }
+    }
+
+    fn par(&self) -> bool {
+        self.par
+    }
+}
+
+/// `v[0] + … + v[L−1]` by pairwise halving (`v[i] += v[i + L/2]`, L a power of two), the order
+/// [`super::sum_lanes`] uses for eight lanes.
+fn lane_tree(v: &mut [f64]) -> f64 {
+    let mut len = v.len();
+    while len > 1 {
+        len /= 2;
+        for i in 0..len {
+            v[i] += v[i + len];
+        }
+    }
+    v[0]
+}
+
+/// Adds one chunk's lane partials of the Hessian, intercept column and gradient (see
+/// [`partial_entries`]) into `acc` (sized on first use).
+struct GramChunk<'a> {
+    /// `dt × m̄` feature-major.
+    xt: &'a [f64],
+    dt: usize,
+    /// `m̄` values of σ(z_i) and labels (0 on the padding).
+    sig: &'a [f64],
+    y: &'a [f64],
+    acc: &'a mut Vec<f64>,
+}
+
+impl pulp::WithSimd for GramChunk<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, simd: S) -> Self::Output {
+        let GramChunk {
+            xt,
+            dt,
+            sig,
+            y,
+            acc,
+        } = self;
+        let lanes = S::F64_LANES;
+        let mb = sig.len();
+        let nv = mb / lanes;
+        acc.resize(partial_entries(dt) * lanes, 0.0);
+        // Row weights s(1 − s) and residuals s − ℓ.
+        let (mut wt, mut res) = ([0.0; CHUNK], [0.0; CHUNK]);
+        for (((w, r), &s), &l) in wt[..mb].iter_mut().zip(&mut res[..mb]).zip(sig).zip(y) {
+            *w = s * (1.0 - s);
+            *r = s - l;
+        }
+        let st = stride(mb);
+        let col = |a: usize| &S::as_simd_f64s(&xt[a * st..a * st + mb]).0[..nv];
+        let (w, _) = S::as_simd_f64s(&wt[..mb]);
+        let (r, _) = S::as_simd_f64s(&res[..mb]);
+        let (w, r) = (&w[..nv], &r[..nv]);
+        // The chunk's partials, carried from one block of rows to the next.
+        let mut local = vec![0.0; partial_entries(dt) * lanes];
+        let (part, _) = S::as_mut_simd_f64s(&mut local);
+        let zero = simd.splat_f64s(0.0);
+        // Blocks of rows whose columns fit in L1 together, so that every tile reads them there.
+        let bv = (super::GRAM_BLOCK_BYTES / (8 * dt * lanes)).max(1);
+        for v0 in (0..nv).step_by(bv) {
+            let v1 = nv.min(v0 + bv);
+            for a0 in (0..dt).step_by(4) {
+                let xa = [col(a0), col(a0 + 1), col(a0 + 2), col(a0 + 3)];
+                // Diagonal tile: upper ten entries, Σ s x_a, Σ r x_a (and Σ s, Σ r on the first).
+                let mut h = [[zero; 4]; 4];
+                let (mut cs, mut gs) = ([zero; 4], [zero; 4]);
+                for q in 0..4 {
+                    for c in q..4 {
+                        h[q][c] = part[(a0 + q) * dt + a0 + c];
+                    }
+                    cs[q] = part[dt * dt + a0 + q];
+                    gs[q] = part[dt * dt + dt + a0 + q];
+                }
+                let (mut ss, mut rs) = (part[dt * dt + 2 * dt], part[dt * dt + 2 * dt + 1]);
+                for v in v0..v1 {
+                    let (s, rv) = (w[v], r[v]);
+                    let x = [xa[0][v], xa[1][v], xa[2][v], xa[3][v]];
+                    for q in 0..4 {
+                        let yq = simd.mul_f64s(s, x[q]);
+                        for c in q..4 {
+                            h[q][c] = simd.mul_add_f64s(yq, x[c], h[q][c]);
+                        }
+                        cs[q] = simd.add_f64s(cs[q], yq);
+                        gs[q] = simd.mul_add_f64s(rv, x[q], gs[q]);
+                    }
+                    if a0 == 0 {
+                        ss = simd.add_f64s(ss, s);
+                        rs = simd.add_f64s(rs, rv);
+                    }
+                }
+                for q in 0..4 {
+                    for c in q..4 {
+                        part[(a0 + q) * dt + a0 + c] = h[q][c];
+                    }
+                    part[dt * dt + a0 + q] = cs[q];
+                    part[dt * dt + dt + a0 + q] = gs[q];
+                }
+                if a0 == 0 {
+                    part[dt * dt + 2 * dt] = ss;
+                    part[dt * dt + 2 * dt + 1] = rs;
+                }
+                // Tiles right of the diagonal: Σ_i (s_i x_ia) x_ib.
+                for b0 in (a0 + 4..dt).step_by(4) {
+                    let xb = [col(b0), col(b0 + 1), col(b0 + 2), col(b0 + 3)];
+                    let mut h = [[zero; 4]; 4];
+                    for q in 0..4 {
+                        for c in 0..4 {
+                            h[q][c] = part[(a0 + q) * dt + b0 + c];
+                        }
+                    }
+                    for v in v0..v1 {
+                        let s = w[v];
+                        let y = [
+                            simd.mul_f64s(s, xa[0][v]),
+                            simd.mul_f64s(s, xa[1][v]),
+                            simd.mul_f64s(s, xa[2][v]),
+                            simd.mul_f64s(s, xa[3][v]),
+                        ];
+                        let x = [xb[0][v], xb[1][v], xb[2][v], xb[3][v]];
+                        for q in 0..4 {
+                            for c in 0..4 {
+                                h[q][c] = simd.mul_add_f64s(y[q], x[c], h[q][c]);
+                            }
+                        }
+                    }
+                    for q in 0..4 {
+                        for c in 0..4 {
+                            part[(a0 + q) * dt + b0 + c] = h[q][c];
+                        }
+                    }
+                }
+            }
+        }
+        for (a, v) in acc.iter_mut().zip(&local) {
+            *a += v;
+        }
+    }
+}
+
+/// `acc += part`, element-wise.
+struct AddInto<'a> {
+    acc: &'a mut Vec<f64>,
+    part: &'a [f64],
+}
+
+impl pulp::WithSimd for AddInto<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        let AddInto { acc, part } = self;
+        acc.resize(part.len(), 0.0);
+        for (a, v) in acc.iter_mut().zip(part) {
+            *a += v;
+        }
+    }
+}
+
+/// Gradient and upper Hessian (`p × p`, ridge added) from the summed lane partials: each
+/// entry's lanes added in [`lane_tree`] order.
+struct Finish<'a> {
+    acc: &'a [f64],
+    d: usize,
+    dt: usize,
+    theta: &'a [f64],
+    ridge: f64,
+}
+
+impl pulp::WithSimd for Finish<'_> {
+    type Output = (Vec<f64>, Vec<f64>);
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) -> Self::Output {
+        let Finish {
+            acc,
+            d,
+            dt,
+            theta,
+            ridge,
+        } = self;
+        let p = d + 1;
+        let lanes = acc.len() / partial_entries(dt);
+        let entry = |e: usize| {
+            let mut t = [0.0; ROW_PAD];
+            t[..lanes].copy_from_slice(&acc[e * lanes..(e + 1) * lanes]);
+            lane_tree(&mut t[..lanes])
+        };
+        let mut upper = vec![0.0; p * p];
+        let mut grad = vec![0.0; p];
+        for a in 0..d {
+            for b in a..d {
+                upper[a * p + b] = entry(a * dt + b);
+            }
+            upper[a * p + d] = entry(dt * dt + a);
+            grad[a] = entry(dt * dt + dt + a) + ridge * theta[a];
+            upper[a * p + a] += ridge;
+        }
+        upper[d * p + d] = entry(dt * dt + 2 * dt);
+        grad[d] = entry(dt * dt + 2 * dt + 1);
+        (grad, upper)
+    }
+}
+
+/// Zeroes the padding of one feature-major chunk (`dt × m̄`, the first `m` rows of the first
+/// `d` features are data).
+fn zero_padding(xt: &mut [f64], d: usize, m: usize) {
+    let st = stride(m.div_ceil(ROW_PAD) * ROW_PAD);
+    for (a, col) in xt.chunks_exact_mut(st).enumerate() {
+        let from = if a < d { m } else { 0 };
+        col[from..].fill(0.0);
+    }
+}
+
+/// Feature-major copy of one chunk: `xt[a·m̄ + i] = x[i·d + a]`, padding zero.
+struct Transpose<'a> {
+    x: &'a [f64],
+    d: usize,
+    xt: &'a mut [f64],
+}
+
+impl pulp::WithSimd for Transpose<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        let Transpose { x, d, xt } = self;
+        let m = x.len() / d;
+        zero_padding(xt, d, m);
+        let mb = stride(m.div_ceil(ROW_PAD) * ROW_PAD);
+        // Eight rows at a time: each feature's eight values are one contiguous store.
+        let mut blocks = x.chunks_exact(ROW_PAD * d);
+        let mut i0 = 0;
+        for xb in &mut blocks {
+            for a in 0..d {
+                let mut v = [0.0; ROW_PAD];
+                for (l, vl) in v.iter_mut().enumerate() {
+                    *vl = xb[l * d + a];
+                }
+                xt[a * mb + i0..a * mb + i0 + ROW_PAD].copy_from_slice(&v);
+            }
+            i0 += ROW_PAD;
+        }
+        for (l, xi) in blocks.remainder().chunks_exact(d).enumerate() {
+            for (a, &v) in xi.iter().enumerate() {
+                xt[a * mb + i0 + l] = v;
+            }
+        }
+    }
+}
+
+/// `out_i = δ_c + Σ_a δ_a x_ia` (features in order) for the rows of one chunk.
+struct MarginChunk<'a> {
+    /// `dt × m̄` feature-major.
+    xt: &'a [f64],
+    /// `(δ_w, δ_c)`, length d + 1.
+    step: &'a [f64],
+    /// `m̄` margins.
+    out: &'a mut [f64],
+}
+
+impl pulp::WithSimd for MarginChunk<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, simd: S) {
+        let MarginChunk { xt, step, out } = self;
+        let lanes = S::F64_LANES;
+        let mb = out.len();
+        let nv = mb / lanes;
+        let d = step.len() - 1;
+        let (o, _) = S::as_mut_simd_f64s(out);
+        let o = &mut o[..nv];
+        let st = stride(mb);
+        let c = simd.splat_f64s(step[d]);
+        for v in o.iter_mut() {
+            *v = c;
+        }
+        let col = |a: usize| &S::as_simd_f64s(&xt[a * st..a * st + mb]).0[..nv];
+        // Four features per sweep over the rows (added in feature order).
+        let d4 = d / 4 * 4;
+        for a0 in (0..d4).step_by(4) {
+            let xa = [col(a0), col(a0 + 1), col(a0 + 2), col(a0 + 3)];
+            let dv = [
+                simd.splat_f64s(step[a0]),
+                simd.splat_f64s(step[a0 + 1]),
+                simd.splat_f64s(step[a0 + 2]),
+                simd.splat_f64s(step[a0 + 3]),
+            ];
+            for (v, ov) in o.iter_mut().enumerate() {
+                let mut acc = *ov;
+                for q in 0..4 {
+                    acc = simd.mul_add_f64s(dv[q], xa[q][v], acc);
+                }
+                *ov = acc;
+            }
+        }
+        for a in d4..d {
+            let dv = simd.splat_f64s(step[a]);
+            for (ov, &xv) in o.iter_mut().zip(col(a)) {
+                *ov = simd.mul_add_f64s(dv, xv, *ov);
+            }
+        }
+    }
+}
+
+/// [`Transpose`] in 4 × 4 blocks, each by four unpacks and four lane permutes (AVX).
+#[cfg(target_arch = "x86_64")]
+struct TransposeAvx<'a> {
+    v3: pulp::x86::V3,
+    x: &'a [f64],
+    d: usize,
+    xt: &'a mut [f64],
+}
+
+#[cfg(target_arch = "x86_64")]
+impl pulp::WithSimd for TransposeAvx<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        use core::arch::x86_64::__m256d;
+        let TransposeAvx { v3, x, d, xt } = self;
+        let avx = v3.avx;
+        let m = x.len() / d;
+        zero_padding(xt, d, m);
+        let mb = stride(m.div_ceil(ROW_PAD) * ROW_PAD);
+        let (m4, d4) = (m / 4 * 4, d / 4 * 4);
+        let load = |o: usize| -> __m256d {
+            let v: [f64; 4] = x[o..o + 4].try_into().expect("four values");
+            pulp::cast(v)
+        };
+        for i0 in (0..m4).step_by(4) {
+            for a0 in (0..d4).step_by(4) {
+                let r: [__m256d; 4] = [
+                    load(i0 * d + a0),
+                    load((i0 + 1) * d + a0),
+                    load((i0 + 2) * d + a0),
+                    load((i0 + 3) * d + a0),
+                ];
+                let t0 = avx._mm256_unpacklo_pd(r[0], r[1]);
+                let t1 = avx._mm256_unpackhi_pd(r[0], r[1]);
+                let t2 = avx._mm256_unpacklo_pd(r[2], r[3]);
+                let t3 = avx._mm256_unpackhi_pd(r[2], r[3]);
+                let c = [
+                    avx._mm256_permute2f128_pd::<0x20>(t0, t2),
+                    avx._mm256_permute2f128_pd::<0x20>(t1, t3),
+                    avx._mm256_permute2f128_pd::<0x31>(t0, t2),
+                    avx._mm256_permute2f128_pd::<0x31>(t1, t3),
+                ];
+                for (q, cq) in c.into_iter().enumerate() {
+                    let o = (a0 + q) * mb + i0;
+                    let v: [f64; 4] = pulp::cast(cq);
+                    xt[o..o + 4].copy_from_slice(&v);
+                }
+            }
+            for a in d4..d {
+                for l in 0..4 {
+                    xt[a * mb + i0 + l] = x[(i0 + l) * d + a];
+                }
+            }
+        }
+        for i in m4..m {
+            for a in 0..d {
+                xt[a * mb + i] = x[i * d + a];
+            }
+        }
+    }
+}
