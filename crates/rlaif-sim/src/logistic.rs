@@ -927,6 +927,125 @@ mod tests {
         assert!(dot(&grad, &grad).sqrt() < 1e-6, "{grad:?}");
     }
 
+    /// Random rows, σ values (0 on the padding) and labels for the design tests.
+    fn design_data(n: usize, d: usize, rows: usize, seed: u64) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let x: Vec<f64> = (0..n * d).map(|_| rng.sample(StandardNormal)).collect();
+        let mut sig: Vec<f64> = (0..n).map(|_| rng.gen()).collect();
+        let mut y: Vec<f64> = (0..n).map(|_| f64::from(rng.gen::<bool>())).collect();
+        sig.resize(rows, 0.0);
+        y.resize(rows, 0.0);
+        (x, sig, y)
+    }
+
+    #[test]
+    fn feature_major_passes_match_the_formulas() {
+        // Widths around the 4-feature tiles and the limit, row counts around the 8-row padding
+        // and the 512-row chunks; one thread's buffer is reused from size to size.
+        let ridge = 0.3;
+        for (n, d) in [
+            (1, 1),
+            (7, 3),
+            (8, 4),
+            (9, 5),
+            (100, 16),
+            (513, 17),
+            (1100, 31),
+        ] {
+            let rows = n.div_ceil(8) * 8;
+            let (x, sig, y) = design_data(n, d, rows, (n * 100 + d) as u64);
+            let mut fm = narrow::FeatureMajor::new(&x, d, false);
+            assert_eq!(fm.padded_rows(), rows);
+            let p = d + 1;
+            let theta: Vec<f64> = (0..p).map(|a| 0.1 * a as f64 - 0.5).collect();
+            let (grad, upper) = fm.grad_hess(&y, &sig, &theta, ridge);
+            let xt = |i: usize, a: usize| if a < d { x[i * d + a] } else { 1.0 };
+            for a in 0..p {
+                let mut g: f64 = (0..n).map(|i| (sig[i] - y[i]) * xt(i, a)).sum();
+                if a < d {
+                    g += ridge * theta[a];
+                }
+                assert!(
+                    (grad[a] - g).abs() < 1e-10 * (1.0 + g.abs()),
+                    "n={n} d={d} g[{a}]"
+                );
+                for b in 0..p {
+                    let got = upper[a * p + b];
+                    if b < a {
+                        assert_eq!(got, 0.0, "n={n} d={d} below the diagonal ({a},{b})");
+                        continue;
+                    }
+                    let mut h: f64 = (0..n)
+                        .map(|i| sig[i] * (1.0 - sig[i]) * xt(i, a) * xt(i, b))
+                        .sum();
+                    if a == b && a < d {
+                        h += ridge;
+                    }
+                    assert!(
+                        (got - h).abs() < 1e-10 * (1.0 + h.abs()),
+                        "n={n} d={d} H[{a}][{b}] = {got} vs {h}"
+                    );
+                }
+            }
+            let mut dz = vec![f64::NAN; rows];
+            fm.margin_change(&theta, &mut dz);
+            for i in 0..n {
+                let want: f64 = (0..p).map(|a| theta[a] * xt(i, a)).sum();
+                assert!(
+                    (dz[i] - want).abs() < 1e-12 * (1.0 + want.abs()),
+                    "n={n} d={d} row {i}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn feature_major_passes_are_the_same_serial_or_parallel() {
+        let (n, d) = (3000, 13);
+        let rows = 3000;
+        let (x, sig, y) = design_data(n, d, rows, 9);
+        let theta: Vec<f64> = (0..=d).map(|a| 0.05 * a as f64).collect();
+        let run = |par: bool| {
+            let mut fm = narrow::FeatureMajor::new(&x, d, par);
+            let gh = fm.grad_hess(&y, &sig, &theta, 1e-3);
+            let mut dz = vec![0.0; rows];
+            fm.margin_change(&theta, &mut dz);
+            (gh, dz)
+        };
+        let serial = run(false);
+        for threads in [2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            assert_eq!(pool.install(|| run(true)), serial, "{threads} threads");
+        }
+    }
+
+    #[test]
+    fn feature_major_and_row_major_fits_find_the_same_optimum() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(10);
+        for (n, d) in [(300, 2), (2000, 16), (1500, 31)] {
+            let w: Vec<f64> = (0..d)
+                .map(|_| 0.5 * rng.sample::<f64, _>(StandardNormal))
+                .collect();
+            let x: Vec<f64> = (0..n * d).map(|_| rng.sample(StandardNormal)).collect();
+            let y: Vec<f64> = x
+                .chunks_exact(d)
+                .map(|xi| f64::from(rng.gen::<f64>() < sigmoid(dot(xi, &w) + 0.2)))
+                .collect();
+            let narrow = fit_impl(narrow::FeatureMajor::new(&x, d, false), d, &y, 1e-3).unwrap();
+            let rows = fit_impl(RowMajor::new(&x, d, false), d, &y, 1e-3).unwrap();
+            for (a, b) in narrow.w.iter().zip(&rows.w) {
+                assert!((a - b).abs() < 1e-8, "d={d}: {a} vs {b}");
+            }
+            assert!((narrow.intercept - rows.intercept).abs() < 1e-8);
+            assert!((narrow.loss - rows.loss).abs() < 1e-9 * rows.loss, "d={d}");
+            // And the public entry point takes the feature-major path up to d = 31.
+            assert_eq!(fit(&x, d, &y, 1e-3).unwrap(), narrow);
+        }
+    }
+
     #[test]
     fn newton_step_solves_spd_systems_and_jitters_singular_ones() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
