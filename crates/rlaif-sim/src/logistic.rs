@@ -952,7 +952,7 @@ mod tests {
             (513, 17),
             (1100, 31),
         ] {
-            let rows = n.div_ceil(8) * 8;
+            let rows = usize::div_ceil(n, 8) * 8;
             let (x, sig, y) = design_data(n, d, rows, (n * 100 + d) as u64);
             let mut fm = narrow::FeatureMajor::new(&x, d, false);
             assert_eq!(fm.padded_rows(), rows);
