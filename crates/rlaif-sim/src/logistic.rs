@@ -42,8 +42,9 @@ pub struct LogisticFit {
     pub loss: f64,
 }
 
-/// Rows × columns below which the fit runs on the calling thread (fewer than about two
-/// chunks' worth of work: a hand-off to rayon costs more than it saves). Above it the whole
+/// Rows × columns below which the fit runs on the calling thread (about four chunks' worth of
+/// work at d = 16: each pass then takes a few microseconds, and handing half of it to another
+/// thread costs as much, more when that core is busy). Above it the whole
 /// fit runs on one pool thread (unless rayon has a single thread) and each pass splits its
 /// chunks by `join`. The chunking (and so every result bit) is the same either way.
 const PAR_MIN_ELEMS: usize = 1 << 15;
@@ -53,6 +54,8 @@ const PAR_MIN_ELEMS: usize = 1 << 15;
 /// Each Newton iteration makes two passes over `x`: one for the gradient and Hessian at the
 /// current margins `z_i = ⟨ŵ, x_i⟩ + ĉ₀` (kept from the previous iteration), and one for the
 /// margin change `X̃ δ` of the Newton step δ. Every backtracking trial `z + t X̃δ` then costs O(n).
+/// Up to d = 31 the passes run on a feature-major copy of `x` (`narrow`: SIMD along the rows);
+/// wider inputs are read as given (register tiles along each row, [`weighted_gram_upper`]).
 ///
 /// # Errors
 /// [`FitError`] on shape mismatch, invalid labels or non-convergence (200 iterations).
@@ -91,7 +94,7 @@ pub fn fit(x: &[f64], d: usize, y: &[f64], ridge: f64) -> Result<LogisticFit, Fi
 /// The design matrix `X̃ = [X 1]` in the layout one of the fit's kernels reads, with the
 /// passes of a Newton iteration over it. Rows beyond n in the per-row buffers are padding:
 /// their σ and label are 0, so their weight and residual are 0.
-trait Design {
+trait Design: std::fmt::Debug {
     /// Length of the per-row buffers (`≥ n`).
     fn padded_rows(&self) -> usize;
     /// Gradient and upper triangle of the Hessian (`p × p` row-major) of the objective at
@@ -110,6 +113,7 @@ trait Design {
 }
 
 /// Row-major `X` as given: Hessian by [`weighted_gram_upper`]'s register tiles.
+#[derive(Debug)]
 struct RowMajor<'a> {
     x: &'a [f64],
     d: usize,
@@ -163,6 +167,103 @@ impl Design for RowMajor<'_> {
     }
 }
 
+/// The gradient and Hessian pass of one Newton iteration exactly as [`fit`] runs it (the same
+/// layout of `x`, chunks, kernels and threading), to time it: the hot loop of the simulator.
+///
+/// ```
+/// use rlaif_sim::logistic::HessianPass;
+/// let x = [1.0, 2.0, -1.0, 0.5, 0.0, 3.0]; // three rows of width 2
+/// let mut pass = HessianPass::new(&x, 2, &[1.0, 0.0, 1.0], &[0.5, 0.5, 0.5]).unwrap();
+/// let (grad, upper) = pass.run(&[0.0; 3]);
+/// // Intercept corner: Σ σ'(z_i) = 3 · 0.25; intercept gradient Σ σ_i − ℓ_i = −0.5.
+/// assert!((upper[2 * 3 + 2] - 0.75).abs() < 1e-15 && (grad[2] + 0.5).abs() < 1e-15);
+/// ```
+#[derive(Debug)]
+pub struct HessianPass<'a> {
+    design: Layout<'a>,
+    y: Vec<f64>,
+    sig: Vec<f64>,
+}
+
+/// The two layouts of [`fit`].
+#[derive(Debug)]
+enum Layout<'a> {
+    Rows(RowMajor<'a>),
+    Narrow(narrow::FeatureMajor),
+}
+
+impl<'a> HessianPass<'a> {
+    /// The pass over `x` (`n × d`, row-major) with labels `y` and `sig_i = σ(z_i)` (n each).
+    ///
+    /// # Errors
+    /// [`FitError::Shape`] when the lengths disagree or d = 0.
+    pub fn new(x: &'a [f64], d: usize, y: &[f64], sig: &[f64]) -> Result<Self, FitError> {
+        let n = y.len();
+        if d == 0 || x.len() != n * d || sig.len() != n {
+            return Err(FitError::Shape(format!(
+                "{} features, {} σ values for {n} labels of width {d}",
+                x.len(),
+                sig.len()
+            )));
+        }
+        let par = n * (d + 1) >= PAR_MIN_ELEMS && rayon::current_num_threads() > 1;
+        let design = if d <= narrow::MAX_D {
+            Layout::Narrow(narrow::FeatureMajor::new(x, d, par))
+        } else {
+            Layout::Rows(RowMajor::new(x, d, par))
+        };
+        let rows = match &design {
+            Layout::Rows(r) => r.padded_rows(),
+            Layout::Narrow(f) => f.padded_rows(),
+        };
+        let (mut y, mut sig) = (y.to_vec(), sig.to_vec());
+        y.resize(rows, 0.0);
+        sig.resize(rows, 0.0);
+        Ok(Self { design, y, sig })
+    }
+
+    /// Gradient (length d + 1) and upper triangle of the Hessian (`(d+1) × (d+1)`, row-major)
+    /// of the unpenalised objective at `theta`.
+    pub fn run(&mut self, theta: &[f64]) -> (Vec<f64>, Vec<f64>) {
+        match &mut self.design {
+            Layout::Rows(r) => r.grad_hess(&self.y, &self.sig, theta, 0.0),
+            Layout::Narrow(f) => f.grad_hess(&self.y, &self.sig, theta, 0.0),
+        }
+    }
+}
+
+/// A zeroed buffer whose first value lies on a 64-byte boundary, so that SIMD loads from it do
+/// not straddle cache lines.
+struct Aligned {
+    buf: Vec<f64>,
+    base: usize,
+    len: usize,
+}
+
+impl Aligned {
+    fn zeros(len: usize) -> Self {
+        let buf = vec![0.0; len + 7];
+        let base = match buf.as_ptr().align_offset(64) {
+            b @ 0..=7 => b,
+            _ => 0,
+        };
+        Self { buf, base, len }
+    }
+}
+
+impl std::ops::Deref for Aligned {
+    type Target = [f64];
+    fn deref(&self) -> &[f64] {
+        &self.buf[self.base..self.base + self.len]
+    }
+}
+
+impl std::ops::DerefMut for Aligned {
+    fn deref_mut(&mut self) -> &mut [f64] {
+        &mut self.buf[self.base..self.base + self.len]
+    }
+}
+
 /// The Newton iterations of [`fit`] on validated input.
 fn fit_impl(
     mut design: impl Design,
@@ -172,17 +273,17 @@ fn fit_impl(
 ) -> Result<LogisticFit, FitError> {
     let (n, p, par) = (labels.len(), d + 1, design.par());
     let rows = design.padded_rows();
-    let mut y = labels.to_vec();
-    y.resize(rows, 0.0);
+    let mut y = Aligned::zeros(rows);
+    y[..n].copy_from_slice(labels);
     let mut theta = vec![0.0; p];
     // Margins at θ = 0.
-    let mut z = vec![0.0; rows];
-    let mut z_cand = vec![0.0; rows];
-    let mut dz = vec![0.0; rows];
+    let mut z = Aligned::zeros(rows);
+    let mut z_cand = Aligned::zeros(rows);
+    let mut dz = Aligned::zeros(rows);
     // σ(z_i), a by-product of each loss evaluation, reused by the next gradient and Hessian
     // (0 on the padding rows, which the loss never writes).
-    let mut sig = vec![0.0; rows];
-    let mut sig_cand = vec![0.0; rows];
+    let mut sig = Aligned::zeros(rows);
+    let mut sig_cand = Aligned::zeros(rows);
     let mut chol = vec![0.0; p * p];
     let y = &y[..];
     let mut loss = data_loss(

@@ -10,8 +10,9 @@
 //! * `X̃δ` is `δ_c + Σ_a δ_a x_{·a}`: one fused multiply-add per feature and SIMD vector of rows,
 //!   four features per sweep;
 //! * the Hessian `Σ_i s_i x̃_i x̃_iᵀ` is built from 4 × 4 register tiles of entries `(a, b)`,
-//!   `a ≤ b`, each a dot product `Σ_i (s_i x_ia) x_ib` vectorised along i, over blocks of rows
-//!   that stay in L1 while every tile reads them. A diagonal tile computes its upper ten
+//!   `a ≤ b`, each a dot product `Σ_i (s_i x_ia) x_ib` vectorised along i over the chunk's rows
+//!   (columns start on 64-byte boundaries, so no load straddles two cache lines; blocking the
+//!   rows for L1 measured no faster at d = 16). A diagonal tile computes its upper ten
 //!   entries, and also the intercept column `Σ_i s_i x_ia` and the gradient `Σ_i r_i x_ia` of its
 //!   four features (the first one also `Σ_i s_i` and `Σ_i r_i`): per vector of rows,
 //!   `dt(dt + 4)/2 + dt` multiply-adds and `dt²/4` products `s_i x_ia`, no lane wasted on a
@@ -45,11 +46,15 @@ fn stride(mb: usize) -> usize {
 }
 
 /// The design matrix in feature-major chunks.
+#[derive(Debug)]
 pub(super) struct FeatureMajor {
     /// Chunk c (rows `CHUNK·c ..`, `m_c` of them, padded to `m̄_c`) at offset
     /// `c · dt · stride(CHUNK)`: feature a's `m̄_c` values at `a · stride(m̄_c)` (rows: features,
     /// cols: the chunk's rows).
     xt: Vec<f64>,
+    /// Index in `xt` of the first value, the first one on a 64-byte boundary: every SIMD load
+    /// of a column then stays within one cache line.
+    base: usize,
     d: usize,
     /// d rounded up to a multiple of 4 (the tile size).
     dt: usize,
@@ -76,8 +81,12 @@ impl FeatureMajor {
         // costs more than the copy (the allocator returns freed memory to the system and
         // takes page faults on the next use).
         let mut xt = SCRATCH.with(Cell::take);
-        let len = chunks(rows, dt).map(|(_, _, mb)| dt * stride(mb)).sum();
-        xt.resize(len, 0.0);
+        let len: usize = chunks(rows, dt).map(|(_, _, mb)| dt * stride(mb)).sum();
+        xt.resize(len + 7, 0.0);
+        let base = match xt.as_ptr().align_offset(64) {
+            b @ 0..=7 => b,
+            _ => 0,
+        };
         let fill = |(x, xt): (&[f64], &mut [f64])| {
             #[cfg(target_arch = "x86_64")]
             if let Some(v3) = pulp::x86::V3::try_new() {
@@ -87,15 +96,16 @@ impl FeatureMajor {
         };
         if par {
             x.par_chunks(CHUNK * d)
-                .zip(xt.par_chunks_mut(dt * stride(CHUNK)))
+                .zip(xt[base..base + len].par_chunks_mut(dt * stride(CHUNK)))
                 .for_each(fill);
         } else {
             x.chunks(CHUNK * d)
-                .zip(xt.chunks_mut(dt * stride(CHUNK)))
+                .zip(xt[base..base + len].chunks_mut(dt * stride(CHUNK)))
                 .for_each(fill);
         }
         Self {
             xt,
+            base,
             d,
             dt,
             rows,
@@ -123,12 +133,18 @@ impl Drop for FeatureMajor {
 }
 
 impl FeatureMajor {
+    /// The chunks (see `xt`), from `base`.
+    fn data(&self) -> &[f64] {
+        &self.xt[self.base..]
+    }
+
     /// Maps `f(xt_c, first_row, padded_rows)` over the chunks, in parallel when `par`, and
     /// returns the results in chunk order.
     fn map_chunks<T: Send>(&self, f: impl Fn(&[f64], usize, usize) -> T + Sync + Send) -> Vec<T> {
         let dt = self.dt;
-        let chunk =
-            |(off, r0, mb): (usize, usize, usize)| f(&self.xt[off..off + dt * stride(mb)], r0, mb);
+        let chunk = |(off, r0, mb): (usize, usize, usize)| {
+            f(&self.data()[off..off + dt * stride(mb)], r0, mb)
+        };
         if self.par {
             chunks(self.rows, dt)
                 .collect::<Vec<_>>()
@@ -186,7 +202,7 @@ impl Design for FeatureMajor {
             }
         } else {
             for (off, r0, mb) in chunks(self.rows, dt) {
-                gram(&self.xt[off..off + dt * stride(mb)], r0, mb, &mut acc);
+                gram(&self.data()[off..off + dt * stride(mb)], r0, mb, &mut acc);
             }
         }
         pulp::Arch::new().dispatch(Finish {
@@ -204,12 +220,12 @@ impl Design for FeatureMajor {
             pulp::Arch::new().dispatch(MarginChunk { xt, step, out });
         };
         if self.par {
-            self.xt
+            self.data()
                 .par_chunks(dt * stride(CHUNK))
                 .zip(dz.par_chunks_mut(CHUNK))
                 .for_each(|(xt, out)| pass(xt, out));
         } else {
-            self.xt
+            self.data()
                 .chunks(dt * stride(CHUNK))
                 .zip(dz.chunks_mut(CHUNK))
                 .for_each(|(xt, out)| pass(xt, out));
@@ -235,7 +251,8 @@ fn lane_tree(v: &mut [f64]) -> f64 {
 }
 
 /// Adds one chunk's lane partials of the Hessian, intercept column and gradient (see
-/// [`partial_entries`]) into `acc` (sized on first use).
+/// [`partial_entries`]) into `acc` (sized on first use): each tile runs over the chunk's rows
+/// from zero, then is added to `acc`.
 struct GramChunk<'a> {
     /// `dt × m̄` feature-major.
     xt: &'a [f64],
@@ -262,102 +279,84 @@ impl pulp::WithSimd for GramChunk<'_> {
         let mb = sig.len();
         let nv = mb / lanes;
         acc.resize(partial_entries(dt) * lanes, 0.0);
-        // Row weights s(1 − s) and residuals s − ℓ.
-        let (mut wt, mut res) = ([0.0; CHUNK], [0.0; CHUNK]);
+        let (acc, _) = S::as_mut_simd_f64s(acc);
+        let zero = simd.splat_f64s(0.0);
+        // Row weights s(1 − s) and residuals s − ℓ, with their sums.
+        let (mut wt, mut res) = (Aligned([0.0; CHUNK]), Aligned([0.0; CHUNK]));
+        let (wt, res) = (&mut wt.0, &mut res.0);
         for (((w, r), &s), &l) in wt[..mb].iter_mut().zip(&mut res[..mb]).zip(sig).zip(y) {
             *w = s * (1.0 - s);
             *r = s - l;
         }
-        let st = stride(mb);
-        let col = |a: usize| &S::as_simd_f64s(&xt[a * st..a * st + mb]).0[..nv];
         let (w, _) = S::as_simd_f64s(&wt[..mb]);
         let (r, _) = S::as_simd_f64s(&res[..mb]);
         let (w, r) = (&w[..nv], &r[..nv]);
-        // The chunk's partials, carried from one block of rows to the next.
-        let mut local = vec![0.0; partial_entries(dt) * lanes];
-        let (part, _) = S::as_mut_simd_f64s(&mut local);
-        let zero = simd.splat_f64s(0.0);
-        // Blocks of rows whose columns fit in L1 together, so that every tile reads them there.
-        let bv = (super::GRAM_BLOCK_BYTES / (8 * dt * lanes)).max(1);
-        for v0 in (0..nv).step_by(bv) {
-            let v1 = nv.min(v0 + bv);
-            for a0 in (0..dt).step_by(4) {
-                let xa = [col(a0), col(a0 + 1), col(a0 + 2), col(a0 + 3)];
-                // Diagonal tile: upper ten entries, Σ s x_a, Σ r x_a (and Σ s, Σ r on the first).
+        let (mut ss, mut rs) = (zero, zero);
+        for (&wv, &rv) in w.iter().zip(r) {
+            ss = simd.add_f64s(ss, wv);
+            rs = simd.add_f64s(rs, rv);
+        }
+        let mut put = |e: usize, v: S::f64s| acc[e] = simd.add_f64s(acc[e], v);
+        put(dt * dt + 2 * dt, ss);
+        put(dt * dt + 2 * dt + 1, rs);
+        let st = stride(mb);
+        let col = |a: usize| &S::as_simd_f64s(&xt[a * st..a * st + mb]).0[..nv];
+        for a0 in (0..dt).step_by(4) {
+            let xa = [col(a0), col(a0 + 1), col(a0 + 2), col(a0 + 3)];
+            // Diagonal tile: upper ten entries, Σ s x_a and Σ r x_a.
+            let mut h = [[zero; 4]; 4];
+            let (mut cs, mut gs) = ([zero; 4], [zero; 4]);
+            for v in 0..nv {
+                let (s, rv) = (w[v], r[v]);
+                let x = [xa[0][v], xa[1][v], xa[2][v], xa[3][v]];
+                for q in 0..4 {
+                    let yq = simd.mul_f64s(s, x[q]);
+                    for c in q..4 {
+                        h[q][c] = simd.mul_add_f64s(yq, x[c], h[q][c]);
+                    }
+                    cs[q] = simd.add_f64s(cs[q], yq);
+                    gs[q] = simd.mul_add_f64s(rv, x[q], gs[q]);
+                }
+            }
+            for q in 0..4 {
+                for c in q..4 {
+                    put((a0 + q) * dt + a0 + c, h[q][c]);
+                }
+                put(dt * dt + a0 + q, cs[q]);
+                put(dt * dt + dt + a0 + q, gs[q]);
+            }
+            // Tiles right of the diagonal: Σ_i (s_i x_ia) x_ib.
+            for b0 in (a0 + 4..dt).step_by(4) {
+                let xb = [col(b0), col(b0 + 1), col(b0 + 2), col(b0 + 3)];
                 let mut h = [[zero; 4]; 4];
-                let (mut cs, mut gs) = ([zero; 4], [zero; 4]);
-                for q in 0..4 {
-                    for c in q..4 {
-                        h[q][c] = part[(a0 + q) * dt + a0 + c];
-                    }
-                    cs[q] = part[dt * dt + a0 + q];
-                    gs[q] = part[dt * dt + dt + a0 + q];
-                }
-                let (mut ss, mut rs) = (part[dt * dt + 2 * dt], part[dt * dt + 2 * dt + 1]);
-                for v in v0..v1 {
-                    let (s, rv) = (w[v], r[v]);
-                    let x = [xa[0][v], xa[1][v], xa[2][v], xa[3][v]];
+                for v in 0..nv {
+                    let s = w[v];
+                    let y = [
+                        simd.mul_f64s(s, xa[0][v]),
+                        simd.mul_f64s(s, xa[1][v]),
+                        simd.mul_f64s(s, xa[2][v]),
+                        simd.mul_f64s(s, xa[3][v]),
+                    ];
+                    let x = [xb[0][v], xb[1][v], xb[2][v], xb[3][v]];
                     for q in 0..4 {
-                        let yq = simd.mul_f64s(s, x[q]);
-                        for c in q..4 {
-                            h[q][c] = simd.mul_add_f64s(yq, x[c], h[q][c]);
+                        for c in 0..4 {
+                            h[q][c] = simd.mul_add_f64s(y[q], x[c], h[q][c]);
                         }
-                        cs[q] = simd.add_f64s(cs[q], yq);
-                        gs[q] = simd.mul_add_f64s(rv, x[q], gs[q]);
-                    }
-                    if a0 == 0 {
-                        ss = simd.add_f64s(ss, s);
-                        rs = simd.add_f64s(rs, rv);
                     }
                 }
                 for q in 0..4 {
-                    for c in q..4 {
-                        part[(a0 + q) * dt + a0 + c] = h[q][c];
-                    }
-                    part[dt * dt + a0 + q] = cs[q];
-                    part[dt * dt + dt + a0 + q] = gs[q];
-                }
-                if a0 == 0 {
-                    part[dt * dt + 2 * dt] = ss;
-                    part[dt * dt + 2 * dt + 1] = rs;
-                }
-                // Tiles right of the diagonal: Σ_i (s_i x_ia) x_ib.
-                for b0 in (a0 + 4..dt).step_by(4) {
-                    let xb = [col(b0), col(b0 + 1), col(b0 + 2), col(b0 + 3)];
-                    let mut h = [[zero; 4]; 4];
-                    for q in 0..4 {
-                        for c in 0..4 {
-                            h[q][c] = part[(a0 + q) * dt + b0 + c];
-                        }
-                    }
-                    for v in v0..v1 {
-                        let s = w[v];
-                        let y = [
-                            simd.mul_f64s(s, xa[0][v]),
-                            simd.mul_f64s(s, xa[1][v]),
-                            simd.mul_f64s(s, xa[2][v]),
-                            simd.mul_f64s(s, xa[3][v]),
-                        ];
-                        let x = [xb[0][v], xb[1][v], xb[2][v], xb[3][v]];
-                        for q in 0..4 {
-                            for c in 0..4 {
-                                h[q][c] = simd.mul_add_f64s(y[q], x[c], h[q][c]);
-                            }
-                        }
-                    }
-                    for q in 0..4 {
-                        for c in 0..4 {
-                            part[(a0 + q) * dt + b0 + c] = h[q][c];
-                        }
+                    for c in 0..4 {
+                        put((a0 + q) * dt + b0 + c, h[q][c]);
                     }
                 }
             }
         }
-        for (a, v) in acc.iter_mut().zip(&local) {
-            *a += v;
-        }
     }
 }
+
+/// A chunk's worth of values on a 64-byte boundary.
+#[repr(align(64))]
+struct Aligned([f64; CHUNK]);
 
 /// `acc += part`, element-wise.
 struct AddInto<'a> {
@@ -369,11 +368,13 @@ impl pulp::WithSimd for AddInto<'_> {
     type Output = ();
 
     #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+    fn with_simd<S: pulp::Simd>(self, simd: S) {
         let AddInto { acc, part } = self;
         acc.resize(part.len(), 0.0);
-        for (a, v) in acc.iter_mut().zip(part) {
-            *a += v;
+        let (a, _) = S::as_mut_simd_f64s(acc);
+        let (p, _) = S::as_simd_f64s(part);
+        for (a, &p) in a.iter_mut().zip(p) {
+            *a = simd.add_f64s(*a, p);
         }
     }
 }
