@@ -28,6 +28,7 @@
 //! ```
 
 pub mod agreement;
+mod aligned;
 pub mod checks;
 pub mod constitution;
 pub mod demo;

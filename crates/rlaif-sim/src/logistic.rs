@@ -8,6 +8,7 @@
 
 use rayon::prelude::*;
 
+use crate::aligned::Aligned;
 use crate::linalg::dot;
 
 mod narrow;
@@ -229,38 +230,6 @@ impl<'a> HessianPass<'a> {
             Layout::Rows(r) => r.grad_hess(&self.y, &self.sig, theta, 0.0),
             Layout::Narrow(f) => f.grad_hess(&self.y, &self.sig, theta, 0.0),
         }
-    }
-}
-
-/// A zeroed buffer whose first value lies on a 64-byte boundary, so that SIMD loads from it do
-/// not straddle cache lines.
-struct Aligned {
-    buf: Vec<f64>,
-    base: usize,
-    len: usize,
-}
-
-impl Aligned {
-    fn zeros(len: usize) -> Self {
-        let buf = vec![0.0; len + 7];
-        let base = match buf.as_ptr().align_offset(64) {
-            b @ 0..=7 => b,
-            _ => 0,
-        };
-        Self { buf, base, len }
-    }
-}
-
-impl std::ops::Deref for Aligned {
-    type Target = [f64];
-    fn deref(&self) -> &[f64] {
-        &self.buf[self.base..self.base + self.len]
-    }
-}
-
-impl std::ops::DerefMut for Aligned {
-    fn deref_mut(&mut self) -> &mut [f64] {
-        &mut self.buf[self.base..self.base + self.len]
     }
 }
 
@@ -1178,6 +1147,15 @@ mod tests {
         let upper = [1.0, 1.0, 0.0, 1.0];
         let step = newton_step(&upper, &[1.0, -1.0], &mut [0.0; 4]);
         assert!(step.iter().all(|v| v.is_finite()), "{step:?}");
+    }
+
+    #[test]
+    fn no_rows_give_the_ridge_optimum_on_both_paths() {
+        for d in [3, 40] {
+            let f = fit(&[], d, &[], 1e-3).unwrap();
+            assert_eq!(f.w, vec![0.0; d]);
+            assert_eq!((f.intercept, f.loss), (0.0, 0.0));
+        }
     }
 
     #[test]

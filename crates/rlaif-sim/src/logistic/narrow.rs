@@ -206,7 +206,7 @@ impl Design for FeatureMajor {
             }
         }
         pulp::Arch::new().dispatch(Finish {
-            acc: &acc,
+            acc: &mut acc,
             d: self.d,
             dt,
             theta,
@@ -382,7 +382,8 @@ impl pulp::WithSimd for AddInto<'_> {
 /// Gradient and upper Hessian (`p × p`, ridge added) from the summed lane partials: each
 /// entry's lanes added in [`lane_tree`] order.
 struct Finish<'a> {
-    acc: &'a [f64],
+    /// Empty when there are no rows.
+    acc: &'a mut Vec<f64>,
     d: usize,
     dt: usize,
     theta: &'a [f64],
@@ -402,7 +403,10 @@ impl pulp::WithSimd for Finish<'_> {
             ridge,
         } = self;
         let p = d + 1;
-        let lanes = acc.len() / partial_entries(dt);
+        // The lane count of the kernels that filled `acc` (the same dispatch): a constant here, so
+        // that each entry's tree is unrolled.
+        let lanes = S::F64_LANES;
+        acc.resize(partial_entries(dt) * lanes, 0.0);
         let entry = |e: usize| {
             let mut t = [0.0; ROW_PAD];
             t[..lanes].copy_from_slice(&acc[e * lanes..(e + 1) * lanes]);
