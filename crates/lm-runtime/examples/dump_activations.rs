@@ -2,7 +2,7 @@
 //! prompts with token `ids`), the raw f32 logits at the last position and every block's
 //! `resid_post` at every position, for comparison with an independent implementation.
 //!
-//! `cargo run --release -p lm-runtime --example dump_activations -- MODEL.gguf quantized|f32 FIXTURE.json OUTDIR`
+//! `cargo run --release -p lm-runtime --example dump_activations -- MODEL.gguf quantized|f32|bf16 FIXTURE.json OUTDIR`
 //!
 //! Output per prompt `NAME`: `OUTDIR/NAME.logits.f32` (`[vocab]` little-endian f32) and
 //! `OUTDIR/NAME.resid.f32` (`[n_layers, n_tokens, d_model]`), plus `OUTDIR/index.json` with
@@ -24,11 +24,14 @@ fn write_f32(path: &std::path::Path, v: &[f32]) -> std::io::Result<()> {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let [_, model, mode, fixture, out] = args.as_slice() else {
-        return Err("usage: dump_activations MODEL.gguf quantized|f32 FIXTURE.json OUTDIR".into());
+        return Err(
+            "usage: dump_activations MODEL.gguf quantized|f32|bf16 FIXTURE.json OUTDIR".into(),
+        );
     };
     let mode = match mode.as_str() {
         "quantized" => WeightMode::Quantized,
         "f32" => WeightMode::F32,
+        "bf16" => WeightMode::Bf16,
         other => return Err(format!("unknown weight mode `{other}`").into()),
     };
     let text = std::fs::read_to_string(fixture).map_err(|e| format!("{fixture}: {e}"))?;

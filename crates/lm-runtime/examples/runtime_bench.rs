@@ -1,6 +1,6 @@
 //! Prefill and decode throughput of the runtime, for `bench/runtime.sh`.
 //!
-//! `runtime_bench MODEL.gguf quantized|f32 [BATCH] [SEQ] [DECODE] [REPEATS]`
+//! `runtime_bench MODEL.gguf quantized|f32|bf16 [BATCH] [SEQ] [DECODE] [REPEATS]`
 //!
 //! * capture-prefill: `BATCH` sequences of `SEQ` seeded random token ids in one forward call,
 //!   recording every block's `resid_post` at every position; reported as tokens/s
@@ -49,12 +49,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
         return Err(
-            "usage: runtime_bench MODEL.gguf quantized|f32 [BATCH] [SEQ] [DECODE] [REPEATS]".into(),
+            "usage: runtime_bench MODEL.gguf quantized|f32|bf16 [BATCH] [SEQ] [DECODE] [REPEATS]"
+                .into(),
         );
     }
     let mode = match args[2].as_str() {
         "quantized" => WeightMode::Quantized,
         "f32" => WeightMode::F32,
+        "bf16" => WeightMode::Bf16,
         other => return Err(format!("unknown weight mode `{other}`").into()),
     };
     let batch: usize = arg(&args, 3, 8)?;

@@ -7,11 +7,19 @@
 //! positions. Prefill, decode and prefix reuse are all the same call: the cache carries, per
 //! sequence, which key slots are real and the next RoPE position.
 
+mod act;
+mod amx;
 mod llama;
 mod qmatmul;
 pub mod random;
 
 pub use llama::{Model, WeightMode};
+
+/// Whether this CPU and OS multiply on Intel AMX tiles in bf16 ([`WeightMode::Bf16`]):
+/// AMX-TILE and AMX-BF16 in CPUID, and the tile state granted by Linux.
+pub fn amx_available() -> bool {
+    amx::available()
+}
 
 use candle_core::{DType, Device, Tensor};
 

@@ -24,6 +24,8 @@ use candle_core::{DType, Module, Tensor};
 use half::f16;
 use rayon::prelude::*;
 
+use super::amx::{self, AmxBf16};
+
 /// Elements per quantization block (Q4_1, Q8_0, Q8_1).
 const QK: usize = 32;
 /// Output rows per parallel work item.
@@ -40,6 +42,13 @@ pub(crate) enum Linear {
     Dense {
         w: Tensor,
         small: FastQ,
+    },
+    /// bf16 weights on AMX tiles ([`super::amx`]) for inputs of more than [`DENSE_SMALL_ROWS`]
+    /// rows; smaller inputs use the stored quantized weights against the f32 activations where
+    /// that kernel applies (as [`Linear::Dense`] does), the tiles otherwise.
+    Amx {
+        w: AmxBf16,
+        small: Option<FastQ>,
     },
 }
 
@@ -73,6 +82,31 @@ impl Linear {
         }
     }
 
+    /// Dequantizes `q` and rounds it to bf16 in AMX tiles, keeping `q` for small inputs as
+    /// [`Linear::dense`] does; the f32 mode's [`Linear::dense`] where AMX is unavailable or the
+    /// shape does not tile (`n`, `k` multiples of 32).
+    pub(crate) fn bf16(q: &QTensor, device: &candle_core::Device) -> candle_core::Result<Self> {
+        let w = q.dequantize(device)?;
+        let amx = match w.dims() {
+            &[n, k] if device.is_cpu() && amx::available() => {
+                AmxBf16::new(&w.flatten_all()?.to_vec1::<f32>()?, n, k)
+            }
+            _ => None,
+        };
+        match amx {
+            Some(w) => Ok(Self::Amx {
+                w,
+                small: FastQ::new(q)?,
+            }),
+            None => Self::dense(q, Some(w), device),
+        }
+    }
+
+    /// Whether this matrix multiplies on AMX tiles.
+    pub(crate) fn is_amx(&self) -> bool {
+        matches!(self, Self::Amx { .. })
+    }
+
     /// `x · Wᵀ` for `x` `[..., k]`, giving `[..., n]`.
     pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
@@ -84,6 +118,13 @@ impl Linear {
                     small.forward_f32(x)
                 } else {
                     QMatMul::Tensor(w.clone()).forward(x)
+                }
+            }
+            Self::Amx { w, small } => {
+                let rows = x.elem_count() / x.dims().last().copied().unwrap_or(1).max(1);
+                match small {
+                    Some(small) if rows <= DENSE_SMALL_ROWS => small.forward_f32(x),
+                    _ => w.forward(x),
                 }
             }
         }
@@ -98,7 +139,7 @@ impl Linear {
         match self {
             Self::Fast(_) => true,
             Self::Candle(QMatMul::QTensor(_)) => true,
-            Self::Candle(_) | Self::Dense { .. } => false,
+            Self::Candle(_) | Self::Dense { .. } | Self::Amx { .. } => false,
         }
     }
 
