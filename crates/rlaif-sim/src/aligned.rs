@@ -2,6 +2,7 @@
 
 /// A zeroed buffer whose first value lies on a 64-byte boundary, so that SIMD loads from it do
 /// not straddle cache lines.
+#[derive(Debug)]
 pub(crate) struct Aligned {
     buf: Vec<f64>,
     base: usize,

@@ -322,21 +322,22 @@ fn newton_step(upper: &[f64], grad: &[f64], u: &mut [f64]) -> Vec<f64> {
             }
         }
         if cholesky_upper_in_place(u, p) {
-            // Uᵀ y = −g, then U δ = y.
+            // Uᵀ y = −g (row by row of U: y_i is final once the rows above are subtracted), then
+            // U δ = y; the diagonal holds 1/U_ii.
             let mut x: Vec<f64> = grad.iter().map(|g| -g).collect();
             for i in 0..p {
-                let mut v = x[i];
-                for k in 0..i {
-                    v -= u[k * p + i] * x[k];
+                let xi = x[i] * u[i * p + i];
+                x[i] = xi;
+                for (xl, &uil) in x[i + 1..].iter_mut().zip(&u[i * p + i + 1..(i + 1) * p]) {
+                    *xl -= uil * xi;
                 }
-                x[i] = v / u[i * p + i];
             }
             for i in (0..p).rev() {
                 let mut v = x[i];
-                for k in i + 1..p {
-                    v -= u[i * p + k] * x[k];
+                for (&uik, &xk) in u[i * p + i + 1..(i + 1) * p].iter().zip(&x[i + 1..]) {
+                    v -= uik * xk;
                 }
-                x[i] = v / u[i * p + i];
+                x[i] = v * u[i * p + i];
             }
             return x;
         }
@@ -346,24 +347,28 @@ fn newton_step(upper: &[f64], grad: &[f64], u: &mut [f64]) -> Vec<f64> {
 }
 
 /// Overwrites the upper triangle of `a` (`p × p` row-major, symmetric positive definite, upper
-/// triangle read) with U, `A = UᵀU`; false when a pivot is not strictly positive and finite.
+/// triangle read) with U, `A = UᵀU`, except that the diagonal receives `1/U_jj`; false when a
+/// pivot is not strictly positive and finite. Right-looking: once row j of U is final, its outer
+/// product is subtracted from the rows below, so every inner loop runs along a row.
 fn cholesky_upper_in_place(a: &mut [f64], p: usize) -> bool {
     for j in 0..p {
-        let mut s = a[j * p + j];
-        for k in 0..j {
-            s -= a[k * p + j] * a[k * p + j];
-        }
+        let s = a[j * p + j];
         if !(s > 0.0 && s.is_finite()) {
             return false;
         }
-        let ujj = s.sqrt();
-        a[j * p + j] = ujj;
-        for i in j + 1..p {
-            let mut v = a[j * p + i];
-            for k in 0..j {
-                v -= a[k * p + j] * a[k * p + i];
+        let inv = 1.0 / s.sqrt();
+        a[j * p + j] = inv;
+        for v in &mut a[j * p + j + 1..(j + 1) * p] {
+            *v *= inv;
+        }
+        let (top, bottom) = a.split_at_mut((j + 1) * p);
+        let uj = &top[j * p..];
+        for (r, row) in bottom.chunks_exact_mut(p).enumerate() {
+            let i = j + 1 + r;
+            let uji = uj[i];
+            for (v, &ujl) in row[i..].iter_mut().zip(&uj[i..]) {
+                *v -= uji * ujl;
             }
-            a[j * p + i] = v / ujj;
         }
     }
     true

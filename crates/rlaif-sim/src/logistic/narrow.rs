@@ -28,6 +28,7 @@ use std::cell::Cell;
 use rayon::prelude::*;
 
 use super::{Design, CHUNK};
+use crate::aligned::Aligned;
 
 /// Widest input that takes this path (`p = d + 1 ≤ 32`).
 pub(super) const MAX_D: usize = 31;
@@ -61,6 +62,12 @@ pub(super) struct FeatureMajor {
     /// Rows padded: `n` rounded up to a multiple of [`ROW_PAD`].
     rows: usize,
     par: bool,
+    /// Row weights `s_i(1 − s_i)` and residuals `s_i − ℓ_i` of the current pass (0 on the
+    /// padding).
+    wt: Aligned,
+    res: Aligned,
+    /// The summed lane partials of the current pass (see [`partial_entries`]).
+    acc: Vec<f64>,
 }
 
 /// `(offset in xt, first row, padded rows)` of each chunk.
@@ -110,6 +117,9 @@ impl FeatureMajor {
             dt,
             rows,
             par,
+            wt: Aligned::zeros(rows),
+            res: Aligned::zeros(rows),
+            acc: Vec::new(),
         }
     }
 }
@@ -176,42 +186,55 @@ impl Design for FeatureMajor {
         ridge: f64,
     ) -> (Vec<f64>, Vec<f64>) {
         let dt = self.dt;
-        let gram = |xt: &[f64], r0: usize, mb: usize, acc: &mut Vec<f64>| {
+        pulp::Arch::new().dispatch(Weights {
+            sig,
+            y,
+            wt: &mut self.wt,
+            res: &mut self.res,
+        });
+        let (wt, res) = (&*self.wt, &*self.res);
+        let gram = |xt: &[f64], r0: usize, mb: usize, first: bool, acc: &mut Vec<f64>| {
             pulp::Arch::new().dispatch(GramChunk {
                 xt,
                 dt,
-                sig: &sig[r0..r0 + mb],
-                y: &y[r0..r0 + mb],
+                wt: &wt[r0..r0 + mb],
+                res: &res[r0..r0 + mb],
+                first,
                 acc,
             });
         };
-        let mut acc = Vec::new();
+        let mut acc = std::mem::take(&mut self.acc);
         if self.par {
-            // Each chunk's partials from zero, then added in chunk order: the same sums as the
-            // serial pass, which adds every chunk's tiles straight into one accumulator.
+            // Each chunk's partials by themselves, then added in chunk order: the same sums as
+            // the serial pass, which adds every chunk's tiles straight into one accumulator
+            // (the first chunk's are written, not added).
             let parts = self.map_chunks(|xt, r0, mb| {
                 let mut part = Vec::new();
-                gram(xt, r0, mb, &mut part);
+                gram(xt, r0, mb, true, &mut part);
                 part
             });
-            for part in &parts {
+            for (c, part) in parts.iter().enumerate() {
                 pulp::Arch::new().dispatch(AddInto {
                     acc: &mut acc,
                     part,
+                    first: c == 0,
                 });
             }
         } else {
-            for (off, r0, mb) in chunks(self.rows, dt) {
-                gram(&self.data()[off..off + dt * stride(mb)], r0, mb, &mut acc);
+            for (c, (off, r0, mb)) in chunks(self.rows, dt).enumerate() {
+                let xt = &self.data()[off..off + dt * stride(mb)];
+                gram(xt, r0, mb, c == 0, &mut acc);
             }
         }
-        pulp::Arch::new().dispatch(Finish {
+        let out = pulp::Arch::new().dispatch(Finish {
             acc: &mut acc,
             d: self.d,
             dt,
             theta,
             ridge,
-        })
+        });
+        self.acc = acc;
+        out
     }
 
     fn margin_change(&self, step: &[f64], dz: &mut [f64]) {
@@ -252,14 +275,16 @@ fn lane_tree(v: &mut [f64]) -> f64 {
 
 /// Adds one chunk's lane partials of the Hessian, intercept column and gradient (see
 /// [`partial_entries`]) into `acc` (sized on first use): each tile runs over the chunk's rows
-/// from zero, then is added to `acc`.
+/// from zero, then is added to `acc` (written, for the first chunk).
 struct GramChunk<'a> {
     /// `dt × m̄` feature-major.
     xt: &'a [f64],
     dt: usize,
-    /// `m̄` values of σ(z_i) and labels (0 on the padding).
-    sig: &'a [f64],
-    y: &'a [f64],
+    /// `m̄` row weights and residuals (0 on the padding).
+    wt: &'a [f64],
+    res: &'a [f64],
+    /// Whether `acc` receives the partials (first chunk) rather than adding them.
+    first: bool,
     acc: &'a mut Vec<f64>,
 }
 
@@ -271,32 +296,27 @@ impl pulp::WithSimd for GramChunk<'_> {
         let GramChunk {
             xt,
             dt,
-            sig,
-            y,
+            wt,
+            res,
+            first,
             acc,
         } = self;
         let lanes = S::F64_LANES;
-        let mb = sig.len();
+        let mb = wt.len();
         let nv = mb / lanes;
         acc.resize(partial_entries(dt) * lanes, 0.0);
         let (acc, _) = S::as_mut_simd_f64s(acc);
         let zero = simd.splat_f64s(0.0);
-        // Row weights s(1 − s) and residuals s − ℓ, with their sums.
-        let (mut wt, mut res) = (Aligned([0.0; CHUNK]), Aligned([0.0; CHUNK]));
-        let (wt, res) = (&mut wt.0, &mut res.0);
-        for (((w, r), &s), &l) in wt[..mb].iter_mut().zip(&mut res[..mb]).zip(sig).zip(y) {
-            *w = s * (1.0 - s);
-            *r = s - l;
-        }
-        let (w, _) = S::as_simd_f64s(&wt[..mb]);
-        let (r, _) = S::as_simd_f64s(&res[..mb]);
+        let (w, _) = S::as_simd_f64s(wt);
+        let (r, _) = S::as_simd_f64s(res);
         let (w, r) = (&w[..nv], &r[..nv]);
         let (mut ss, mut rs) = (zero, zero);
         for (&wv, &rv) in w.iter().zip(r) {
             ss = simd.add_f64s(ss, wv);
             rs = simd.add_f64s(rs, rv);
         }
-        let mut put = |e: usize, v: S::f64s| acc[e] = simd.add_f64s(acc[e], v);
+        let mut put =
+            |e: usize, v: S::f64s| acc[e] = if first { v } else { simd.add_f64s(acc[e], v) };
         put(dt * dt + 2 * dt, ss);
         put(dt * dt + 2 * dt + 1, rs);
         let st = stride(mb);
@@ -354,14 +374,33 @@ impl pulp::WithSimd for GramChunk<'_> {
     }
 }
 
-/// A chunk's worth of values on a 64-byte boundary.
-#[repr(align(64))]
-struct Aligned([f64; CHUNK]);
+/// `wt_i = s_i(1 − s_i)`, `res_i = s_i − ℓ_i` from `sig` and the labels `y`.
+struct Weights<'a> {
+    sig: &'a [f64],
+    y: &'a [f64],
+    wt: &'a mut [f64],
+    res: &'a mut [f64],
+}
 
-/// `acc += part`, element-wise.
+impl pulp::WithSimd for Weights<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        let Weights { sig, y, wt, res } = self;
+        for (((w, r), &s), &l) in wt.iter_mut().zip(res.iter_mut()).zip(sig).zip(y) {
+            *w = s * (1.0 - s);
+            *r = s - l;
+        }
+    }
+}
+
+/// `acc += part`, element-wise (`acc = part` for the first chunk).
 struct AddInto<'a> {
     acc: &'a mut Vec<f64>,
     part: &'a [f64],
+    /// Whether `acc` receives `part` rather than adding it.
+    first: bool,
 }
 
 impl pulp::WithSimd for AddInto<'_> {
@@ -369,8 +408,12 @@ impl pulp::WithSimd for AddInto<'_> {
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, simd: S) {
-        let AddInto { acc, part } = self;
+        let AddInto { acc, part, first } = self;
         acc.resize(part.len(), 0.0);
+        if first {
+            acc.copy_from_slice(part);
+            return;
+        }
         let (a, _) = S::as_mut_simd_f64s(acc);
         let (p, _) = S::as_simd_f64s(part);
         for (a, &p) in a.iter_mut().zip(p) {
@@ -407,11 +450,15 @@ impl pulp::WithSimd for Finish<'_> {
         // that each entry's tree is unrolled.
         let lanes = S::F64_LANES;
         acc.resize(partial_entries(dt) * lanes, 0.0);
-        let entry = |e: usize| {
-            let mut t = [0.0; ROW_PAD];
-            t[..lanes].copy_from_slice(&acc[e * lanes..(e + 1) * lanes]);
-            lane_tree(&mut t[..lanes])
-        };
+        let sums: Vec<f64> = acc
+            .chunks_exact(lanes)
+            .map(|v| {
+                let mut t = [0.0; ROW_PAD];
+                t[..lanes].copy_from_slice(v);
+                lane_tree(&mut t[..lanes])
+            })
+            .collect();
+        let entry = |e: usize| sums[e];
         let mut upper = vec![0.0; p * p];
         let mut grad = vec![0.0; p];
         for a in 0..d {
