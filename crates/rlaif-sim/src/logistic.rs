@@ -809,7 +809,7 @@ fn gram_tiles<S: pulp::Simd, const MR: usize>(simd: S, k: GramKernel<'_>) {
     // Columns [0, full) are covered by SIMD tiles, [full, d) by the scalar tail.
     let full = (d / nr) * nr;
     let block_rows = (GRAM_BLOCK_BYTES / (8 * d)).clamp(8, 256);
-    let mut y = vec![0.0; block_rows * d];
+    let mut y = Aligned::zeros(block_rows * d);
     // Intercept column Σ s_i x_i and corner Σ s_i; gradient Σ r_i x̃_i.
     let mut col = vec![0.0; d];
     let (mut ssum, mut rsum) = (0.0, 0.0);
