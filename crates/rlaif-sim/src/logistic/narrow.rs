@@ -260,17 +260,17 @@ impl Design for FeatureMajor {
     }
 }
 
-/// `v[0] + … + v[L−1]` by pairwise halving (`v[i] += v[i + L/2]`, L a power of two), the order
-/// [`super::sum_lanes`] uses for eight lanes.
-fn lane_tree(v: &mut [f64]) -> f64 {
-    let mut len = v.len();
-    while len > 1 {
-        len /= 2;
-        for i in 0..len {
-            v[i] += v[i + len];
-        }
+/// `v[0] + … + v[L−1]` by pairwise halving (`v[i] += v[i + L/2]`, L = 1, 2, 4 or 8), the
+/// order [`super::sum_lanes`] uses for eight lanes; written out, so that it stays in registers.
+#[inline(always)]
+fn lane_tree(v: &[f64]) -> f64 {
+    match *v {
+        [a] => a,
+        [a, b] => a + b,
+        [a, b, c, d] => (a + c) + (b + d),
+        [a, b, c, d, e, f, g, h] => ((a + e) + (c + g)) + ((b + f) + (d + h)),
+        _ => unreachable!("SIMD vectors of f64 have 1, 2, 4 or 8 lanes"),
     }
-    v[0]
 }
 
 /// Adds one chunk's lane partials of the Hessian, intercept column and gradient (see
@@ -450,15 +450,7 @@ impl pulp::WithSimd for Finish<'_> {
         // that each entry's tree is unrolled.
         let lanes = S::F64_LANES;
         acc.resize(partial_entries(dt) * lanes, 0.0);
-        let sums: Vec<f64> = acc
-            .chunks_exact(lanes)
-            .map(|v| {
-                let mut t = [0.0; ROW_PAD];
-                t[..lanes].copy_from_slice(v);
-                lane_tree(&mut t[..lanes])
-            })
-            .collect();
-        let entry = |e: usize| sums[e];
+        let entry = |e: usize| lane_tree(&acc[e * lanes..(e + 1) * lanes]);
         let mut upper = vec![0.0; p * p];
         let mut grad = vec![0.0; p];
         for a in 0..d {
