@@ -321,6 +321,9 @@ impl pulp::WithSimd for PairKernel<'_, '_> {
             .zip(h2.chunks_exact(d))
             .zip(logits[..rows].iter_mut())
         {
+            // ⟨j, Δh⟩ in eight lanes (column c into lane c mod 8), as `dot_lanes` sums it: with
+            // eight-lane vectors the lanes are the vector's, accumulated as Δh is formed.
+            let mut dacc = simd.splat_f64s(0.0);
             let mut c0 = 0;
             while c0 + lanes <= d {
                 let (cv, _) = S::as_simd_f64s(&p.c[c0..c0 + lanes]);
@@ -335,6 +338,10 @@ impl pulp::WithSimd for PairKernel<'_, '_> {
                 }
                 let (ov, _) = S::as_mut_simd_f64s(&mut o[c0..c0 + lanes]);
                 ov[0] = simd.sub_f64s(a1, a2);
+                if lanes == 8 {
+                    let (jv, _) = S::as_simd_f64s(&p.j[c0..c0 + lanes]);
+                    dacc = simd.mul_add_f64s(jv[0], ov[0], dacc);
+                }
                 c0 += lanes;
             }
             for col in c0..d {
@@ -346,7 +353,17 @@ impl pulp::WithSimd for PairKernel<'_, '_> {
                 }
                 o[col] = a1 - a2;
             }
-            *x = p.beta * crate::logistic::dot_lanes(p.j, o) + p.b_pos;
+            let dot = if lanes == 8 {
+                let mut acc = [0.0f64; 8];
+                S::as_mut_simd_f64s(&mut acc).0[0] = dacc;
+                for (q, col) in (c0..d).enumerate() {
+                    acc[q] = p.j[col].mul_add(o[col], acc[q]);
+                }
+                ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
+            } else {
+                crate::logistic::dot_lanes(p.j, o)
+            };
+            *x = p.beta * dot + p.b_pos;
         }
         // ℓ = [u < σ(β⟨j, Δh⟩ + b_pos)], σ(x) = 1/(1 + e^{−x}) = e^{x}/(1 + e^{x}); a plain
         // loop over the block's pairs, which the compiler vectorises (the `exp` is branch-free).
