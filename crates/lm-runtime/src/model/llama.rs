@@ -510,16 +510,21 @@ impl Model {
         let total = k.dim(2)?;
         // Group the g query heads that share a kv head: [b, kvh, g·t, hd], no kv copy.
         let q = (q * f64::from(cfg.attn_scale))?.reshape((b, kvh, g * t, hd))?;
-        let scores = q.matmul(&k.t()?)?; // [b, kvh, g·t, T]
-        let scores = match mask {
-            None => scores,
-            Some(m) => scores
-                .reshape((b, kvh, g, t, total))?
-                .broadcast_add(m)?
-                .reshape((b, kvh, g * t, total))?,
+        // [b, kvh, g·t, hd]: the fused CPU kernel, or candle's dense product elsewhere.
+        let y = match super::attend::attend(&q, &k, &v, mask.as_ref(), g)? {
+            Some(y) => y,
+            None => {
+                let scores = q.matmul(&k.t()?)?; // [b, kvh, g·t, T]
+                let scores = match mask {
+                    None => scores,
+                    Some(m) => scores
+                        .reshape((b, kvh, g, t, total))?
+                        .broadcast_add(m)?
+                        .reshape((b, kvh, g * t, total))?,
+                };
+                candle_nn::ops::softmax_last_dim(&scores)?.matmul(&v)?
+            }
         };
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let y = probs.matmul(&v)?; // [b, kvh, g·t, hd]
         let y = y
             .reshape((b, h, t, hd))?
             .transpose(1, 2)?

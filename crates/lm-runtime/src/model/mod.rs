@@ -9,6 +9,7 @@
 
 mod act;
 mod amx;
+mod attend;
 mod llama;
 mod qmatmul;
 pub mod random;
