@@ -14,7 +14,7 @@
 //!   (columns start on 64-byte boundaries, so no load straddles two cache lines; blocking the
 //!   rows for L1 measured no faster at d = 16). A diagonal tile computes its upper ten
 //!   entries, and also the intercept column `Σ_i s_i x_ia` and the gradient `Σ_i r_i x_ia` of its
-//!   four features (the first one also `Σ_i s_i` and `Σ_i r_i`): per vector of rows,
+//!   four features (`Σ_i s_i` and `Σ_i r_i` are summed beforehand): per vector of rows,
 //!   `dt(dt + 4)/2 + dt` multiply-adds and `dt²/4` products `s_i x_ia`, no lane wasted on a
 //!   partial column vector.
 //!
@@ -477,7 +477,7 @@ fn zero_padding(xt: &mut [f64], d: usize, m: usize) {
     }
 }
 
-/// Feature-major copy of one chunk: `xt[a·m̄ + i] = x[i·d + a]`, padding zero.
+/// Feature-major copy of one chunk: `xt[a·stride(m̄) + i] = x[i·d + a]`, padding zero.
 struct Transpose<'a> {
     x: &'a [f64],
     d: usize,
