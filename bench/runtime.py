@@ -8,7 +8,10 @@
      prefill of the same ids with output_hidden_states=True under torch.no_grad();
   3. llama.cpp (xllamacpp's in-process server): greedy decode of the same number of tokens,
      tokens/s from the server's own timings (`predicted_per_second`);
-  4. interleaved decode rounds (--decode-rounds, default 5): decode only, each lvh mode and
+  4. interleaved capture-prefill rounds (--prefill-rounds, default 3): each lvh mode and each
+     transformers dtype alternating (transformers in float32, the named peer, and in bfloat16,
+     which PyTorch runs on oneDNN's AMX kernels on CPUs that have them);
+  5. interleaved decode rounds (--decode-rounds, default 5): decode only, each lvh mode and
      llama.cpp alternating, so that every per-round ratio compares the two under the same load.
 
 Every side uses all cores (torch.set_num_threads(os.cpu_count()), rayon's default, the server's
@@ -31,31 +34,60 @@ def rust_side(binary, model, mode, batch, seq, decode, repeats):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def torch_side(model, batch, seq, repeats, vocab_hi):
-    try:
+class Transformers:
+    """PyTorch + transformers on the GGUF (`gguf_file=`, dequantized to `dtype`), kept loaded
+    for several prefill measurements: BATCH x SEQ seeded ids, output_hidden_states=True."""
+
+    def __init__(self, model, dtype, batch, seq, vocab_hi):
         import torch
         from transformers import AutoModelForCausalLM
+        torch.set_num_threads(os.cpu_count() or 1)
+        self.torch = torch
+        t0 = time.perf_counter()
+        self.m = AutoModelForCausalLM.from_pretrained(
+            os.path.dirname(os.path.abspath(model)) or ".", gguf_file=os.path.basename(model),
+            torch_dtype=getattr(torch, dtype))
+        self.m.eval()
+        self.load_s = time.perf_counter() - t0
+        rng = np.random.default_rng(7)
+        self.ids = torch.tensor(rng.integers(100, vocab_hi, size=(batch, seq)), dtype=torch.long)
+        with torch.no_grad():
+            self.m(self.ids[:, :16], output_hidden_states=True)  # warm-up
+
+    def prefill(self, repeats):
+        best = float("inf")
+        with self.torch.no_grad():
+            for _ in range(repeats):
+                t = time.perf_counter()
+                out = self.m(self.ids, output_hidden_states=True)
+                best = min(best, time.perf_counter() - t)
+                assert len(out.hidden_states) == self.m.config.num_hidden_layers + 1
+        return self.ids.numel() / best
+
+
+def torch_side(model, dtype, batch, seq, repeats, vocab_hi):
+    try:
+        t = Transformers(model, dtype, batch, seq, vocab_hi)
     except ImportError as e:
-        return {"skipped": f"{e} (python3 -m pip install --user torch transformers gguf)"}
-    torch.set_num_threads(os.cpu_count() or 1)
-    t0 = time.perf_counter()
-    m = AutoModelForCausalLM.from_pretrained(os.path.dirname(os.path.abspath(model)) or ".",
-                                             gguf_file=os.path.basename(model),
-                                             torch_dtype=torch.float32)
-    m.eval()
-    load_s = time.perf_counter() - t0
-    rng = np.random.default_rng(7)
-    ids = torch.tensor(rng.integers(100, vocab_hi, size=(batch, seq)), dtype=torch.long)
-    best = float("inf")
-    with torch.no_grad():
-        m(ids[:, :16], output_hidden_states=True)  # warm-up
-        for _ in range(repeats):
-            t = time.perf_counter()
-            out = m(ids, output_hidden_states=True)
-            best = min(best, time.perf_counter() - t)
-            assert len(out.hidden_states) == m.config.num_hidden_layers + 1
-    return {"torch": torch.__version__, "load_s": load_s, "prefill_capture_s": best,
-            "prefill_capture_tok_s": batch * seq / best}
+        return {"skipped": f"{e} (python3 -m pip install --user torch transformers gguf)"}, None
+    tok_s = t.prefill(repeats)
+    return {"torch": t.torch.__version__, "dtype": dtype, "load_s": t.load_s,
+            "prefill_capture_s": t.ids.numel() / tok_s, "prefill_capture_tok_s": tok_s}, t
+
+
+def prefill_rounds(binary, model, modes, batch, seq, repeats, rounds, peers):
+    """Capture-prefill only, each lvh mode and each transformers dtype alternating, `rounds`
+    times: every per-round ratio compares the two sides under the same machine load."""
+    out = {m: [] for m in modes}
+    out.update({f"torch_{d}": [] for d in peers})
+    for r in range(rounds):
+        for m in modes:
+            out[m].append(rust_side(binary, model, m, batch, seq, 0, repeats)["prefill_capture_tok_s"])
+        for d, t in peers.items():
+            out[f"torch_{d}"].append(t.prefill(repeats))
+        print(f"prefill round {r + 1}/{rounds}: " + ", ".join(
+            f"{k} {v[-1]:.0f}" for k, v in out.items()), file=sys.stderr, flush=True)
+    return out
 
 
 class LlamaCpp:
@@ -123,7 +155,11 @@ def main():
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--decode", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--modes", default="f32,quantized")
+    ap.add_argument("--modes", default="bf16,f32,quantized")
+    ap.add_argument("--torch-dtypes", default="float32,bfloat16",
+                    help="transformers weight dtypes to measure (float32 is the named peer)")
+    ap.add_argument("--prefill-rounds", type=int, default=3,
+                    help="interleaved capture-prefill rounds, lvh and transformers alternating (0: none)")
     ap.add_argument("--decode-rounds", type=int, default=5,
                     help="interleaved decode-only rounds, lvh and llama.cpp alternating (0: none)")
     ap.add_argument("--json", help="also write all raw numbers here")
@@ -134,11 +170,20 @@ def main():
     for mode in args.modes.split(","):
         print(f"lvh {mode} ...", file=sys.stderr, flush=True)
         res[mode] = rust_side(args.bin, args.model, mode, args.batch, args.seq, args.decode, args.repeats)
-    print("transformers ...", file=sys.stderr, flush=True)
-    res["torch"] = torch_side(args.model, args.batch, args.seq, args.repeats, 32000)
+    peers = {}
+    for dtype in args.torch_dtypes.split(","):
+        print(f"transformers {dtype} ...", file=sys.stderr, flush=True)
+        res[f"torch_{dtype}"], peer = torch_side(args.model, dtype, args.batch, args.seq, args.repeats, 32000)
+        if peer is not None:
+            peers[dtype] = peer
+    res["torch"] = res["torch_float32"] if "torch_float32" in res else {"skipped": "float32 not in --torch-dtypes"}
+    modes = args.modes.split(",")
+    if peers and args.prefill_rounds > 0:
+        res["prefill_rounds"] = prefill_rounds(args.bin, args.model, modes, args.batch, args.seq,
+                                               args.repeats, args.prefill_rounds, peers)
+    del peers
     print("llama.cpp ...", file=sys.stderr, flush=True)
     res["llamacpp"], server = llamacpp_side(args.model, args.decode, cores)
-    modes = args.modes.split(",")
     if server is not None and args.decode_rounds > 0:
         res["decode_rounds"] = decode_rounds(args.bin, args.model, modes, args.decode,
                                              args.decode_rounds, server)
@@ -164,10 +209,25 @@ def main():
         print(f"| lvh {mode} | {r['prefill_capture_tok_s']:.0f} | {ratio(r['prefill_capture_tok_s'], tq)} | "
               f"{r['prefill_plain_tok_s']:.0f} | {100 * r['capture_overhead']:+.1f}% | {r['decode_tok_s']:.1f} | "
               f"{ratio(r['decode_tok_s'], ld)} | {rss:.0f} | {budget:.0f} |")
-    if tq:
-        print(f"| transformers {res['torch']['torch']} (f32) | {tq:.0f} | 1.00x | | | | | | |")
+    for dtype in args.torch_dtypes.split(","):
+        r = res[f"torch_{dtype}"]
+        if "prefill_capture_tok_s" in r:
+            print(f"| transformers {r['torch']} ({dtype}) | {r['prefill_capture_tok_s']:.0f} | "
+                  f"{ratio(r['prefill_capture_tok_s'], tq)} | | | | | | |")
     if ld:
         print(f"| llama.cpp (xllamacpp) | | | | | {ld:.1f} | 1.00x | | |")
+    if "prefill_rounds" in res:
+        pr = res["prefill_rounds"]
+        peers_run = [k for k in pr if k.startswith("torch_")]
+        print(f"\ninterleaved capture-prefill, {args.prefill_rounds} rounds (tokens/s per round; ratio = lvh / "
+              "transformers of the same round):")
+        print("| side | tokens/s per round | " + " | ".join(f"median ratio vs {k[6:]}" for k in peers_run) + " |")
+        print("|---|---|" + "---|" * len(peers_run))
+        for mode in modes:
+            cells = [f"{np.median([a / b for a, b in zip(pr[mode], pr[k])]):.2f}x" for k in peers_run]
+            print(f"| lvh {mode} | {' '.join(f'{v:.0f}' for v in pr[mode])} | " + " | ".join(cells) + " |")
+        for k in peers_run:
+            print(f"| transformers {k[6:]} | {' '.join(f'{v:.0f}' for v in pr[k])} |" + " |" * len(peers_run))
     if "decode_rounds" in res:
         dr = res["decode_rounds"]
         print(f"\ninterleaved decode, {args.decode_rounds} rounds (tokens/s per round; ratio = lvh / llama.cpp "

@@ -35,6 +35,10 @@ pub enum Weights {
     Quantized,
     /// Dequantized once to f32 (faster prefill, 4 bytes per weight).
     F32,
+    /// Dequantized once to bfloat16 and multiplied on Intel AMX tiles with f32 sums (the
+    /// fastest prefill, on Xeons from Sapphire Rapids on; activations rounded to bf16 too,
+    /// ≈ 1 % relative error in the residual stream). Without AMX, the same as f32.
+    Bf16,
 }
 
 impl From<Weights> for WeightMode {
@@ -42,6 +46,7 @@ impl From<Weights> for WeightMode {
         match w {
             Weights::Quantized => WeightMode::Quantized,
             Weights::F32 => WeightMode::F32,
+            Weights::Bf16 => WeightMode::Bf16,
         }
     }
 }
