@@ -18,6 +18,7 @@ use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 
 use super::act::exp;
+use crate::config::RopeStyle;
 
 /// Query rows per parallel work item.
 const ROWS: usize = 32;
@@ -26,8 +27,9 @@ const LANES: usize = 16;
 
 /// Grouped-query attention for `q` `[b, kvh, g·t, hd]` (the `g` query heads of each kv head
 /// stacked, head-major), `k`, `v` `[b, kvh, T, hd]` and `mask` `[b, 1, 1, t, T]` (0 / −∞),
-/// giving `[b, kvh, g·t, hd]`. `None` when the inputs are not f32 on the CPU (the caller then
-/// takes candle's path).
+/// giving `[b, t, h·hd]` (`h = kvh·g`, query head `hi·g + gi` at columns of its index: the
+/// layout the output projection reads, so no transpose follows). `None` when the inputs are not
+/// f32 on the CPU (the caller then takes candle's path).
 pub(crate) fn attend(
     q: &Tensor,
     k: &Tensor,
@@ -75,19 +77,11 @@ pub(crate) fn attend(
             None => None,
         };
         let chunks = gt.div_ceil(ROWS);
-        // Work item `w`: head (bi, hi) = w / chunks, rows ROWS·(w % chunks)..; its output rows
-        // are consecutive, so the output splits into per-item slices in order.
-        let mut parts: Vec<&mut [MaybeUninit<f32>]> = Vec::with_capacity(b * kvh * chunks);
-        let mut rest = &mut out.spare_capacity_mut()[..len];
-        for w in 0..b * kvh * chunks {
-            let rows = ROWS.min(gt - (w % chunks) * ROWS);
-            let (head, tail) = rest.split_at_mut(rows * hd);
-            parts.push(head);
-            rest = tail;
-        }
-        parts.into_par_iter().enumerate().for_each(|(w, dst)| {
+        let h = kvh * g;
+        let dst = OutPtr(out.as_mut_ptr());
+        (0..b * kvh * chunks).into_par_iter().for_each(|w| {
             let (head, r0) = (w / chunks, (w % chunks) * ROWS);
-            let bi = head / kvh;
+            let (bi, hi) = (head / kvh, head % kvh);
             let kv = head * total * hd..(head + 1) * total * hd;
             let job = Job {
                 q: &qs[(head * gt + r0) * hd..],
@@ -99,16 +93,124 @@ pub(crate) fn attend(
                 total,
                 r0,
             };
-            job.run(dst);
+            let dst = &dst;
+            let rows = ROWS.min(gt - r0);
+            job.run(rows, |r| {
+                // Stacked row r0 + r is query head hi·g + gi at position i.
+                let (gi, i) = ((r0 + r) / t, (r0 + r) % t);
+                let at = ((bi * t + i) * h + hi * g + gi) * hd;
+                // SAFETY: `at + hd ≤ len`, and every (sequence, position, head) row is written
+                // by exactly one work item, once.
+                #[allow(unsafe_code)]
+                unsafe {
+                    std::slice::from_raw_parts_mut(dst.0.add(at).cast::<MaybeUninit<f32>>(), hd)
+                }
+            });
         });
-        // SAFETY: the parts cover the `len` values exactly and each was written whole by
-        // `Job::run`.
+        // SAFETY: the work items wrote every one of the `b · t · h` rows of `hd` values.
         #[allow(unsafe_code)]
         unsafe {
             out.set_len(len)
         };
     }
-    Ok(Some(Tensor::from_vec(out, (b, kvh, gt, hd), q.device())?))
+    Ok(Some(Tensor::from_vec(
+        out,
+        (b, t, kvh * g * hd),
+        q.device(),
+    )?))
+}
+
+/// `x` `[b, t, heads, hd]` (a projection's output) as `[b, heads, t, hd]`, rotated by RoPE when
+/// `rope` gives the angles (`cos`, `sin` `[b, t, hd/2]` at each token's position) and multiplied
+/// by `scale` when it is not 1, in one pass. The rotation of the pair `(x₁, x₂)` (elements
+/// `2i, 2i+1` interleaved, `i, i + hd/2` NEOX) is candle's, operation for operation:
+/// ```text
+/// x₁' = x₁ cos θᵢ − x₂ sin θᵢ,   x₂' = x₁ sin θᵢ + x₂ cos θᵢ
+/// ```
+/// `None` when `x` is not f32 on the CPU.
+pub(crate) fn heads_first(
+    x: &Tensor,
+    rope: Option<(&Tensor, &Tensor, RopeStyle)>,
+    scale: f32,
+) -> candle_core::Result<Option<Tensor>> {
+    if !(x.device().is_cpu() && x.dtype() == DType::F32) {
+        return Ok(None);
+    }
+    let (b, t, heads, hd) = x.dims4()?;
+    let half = hd / 2;
+    if let Some((cos, sin, _)) = rope {
+        if cos.dims() != [b, t, half] || sin.dims() != [b, t, half] || hd % 2 != 0 {
+            candle_core::bail!(
+                "rope: angles {:?} for heads of {hd} at [{b}, {t}]",
+                cos.dims()
+            );
+        }
+    }
+    let x = x.contiguous()?;
+    let angles = match rope {
+        Some((c, s, style)) => Some((c.contiguous()?, s.contiguous()?, style)),
+        None => None,
+    };
+    let len = b * t * heads * hd;
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    {
+        let (xg, xl) = x.storage_and_layout();
+        let xs = cpu_slice(&xg, xl, len)?;
+        let guards = angles
+            .as_ref()
+            .map(|(c, s, style)| (c.storage_and_layout(), s.storage_and_layout(), *style));
+        let tables = match &guards {
+            Some(((cg, cl), (sg, sl), style)) => Some((
+                cpu_slice(cg, cl, b * t * half)?,
+                cpu_slice(sg, sl, b * t * half)?,
+                *style,
+            )),
+            None => None,
+        };
+        out.spare_capacity_mut()[..len]
+            .par_chunks_mut(t * hd)
+            .enumerate()
+            .for_each(|(w, dst)| {
+                let (bi, hh) = (w / heads, w % heads);
+                for (ti, row) in dst.chunks_exact_mut(hd).enumerate() {
+                    let src = &xs[((bi * t + ti) * heads + hh) * hd..][..hd];
+                    match tables {
+                        None => {
+                            for (d, &v) in row.iter_mut().zip(src) {
+                                d.write(if scale == 1.0 { v } else { v * scale });
+                            }
+                        }
+                        Some((cos, sin, style)) => {
+                            let at = (bi * t + ti) * half;
+                            let (cos, sin) = (&cos[at..at + half], &sin[at..at + half]);
+                            for i in 0..half {
+                                let (i1, i2) = match style {
+                                    RopeStyle::Interleaved => (2 * i, 2 * i + 1),
+                                    RopeStyle::Neox => (i, i + half),
+                                };
+                                let (x1, x2) = (src[i1], src[i2]);
+                                let y1 = x1 * cos[i] - x2 * sin[i];
+                                let y2 = x1 * sin[i] + x2 * cos[i];
+                                let (y1, y2) = if scale == 1.0 {
+                                    (y1, y2)
+                                } else {
+                                    (y1 * scale, y2 * scale)
+                                };
+                                row[i1].write(y1);
+                                row[i2].write(y2);
+                            }
+                        }
+                    }
+                }
+            });
+        // SAFETY: the chunks cover `len` exactly and every element of each row was written
+        // (a rotation writes both members of each of the `hd/2` pairs).
+        #[allow(unsafe_code)]
+        unsafe {
+            out.set_len(len)
+        };
+    }
+    Ok(Some(Tensor::from_vec(out, (b, heads, t, hd), x.device())?))
 }
 
 /// The first `n` f32 values of a contiguous CPU tensor's storage.
@@ -123,6 +225,12 @@ fn cpu_slice<'a>(
     let start = layout.start_offset();
     Ok(&cpu.as_slice::<f32>()?[start..start + n])
 }
+
+/// The output buffer, written by several work items at disjoint rows.
+struct OutPtr(*mut f32);
+// SAFETY: the work items of `attend` write disjoint rows of the buffer, which outlives them.
+#[allow(unsafe_code)]
+unsafe impl Sync for OutPtr {}
 
 /// One work item: query rows `r0..` of one (sequence, kv head).
 struct Job<'a> {
@@ -140,31 +248,41 @@ struct Job<'a> {
 }
 
 impl Job<'_> {
-    fn run(&self, out: &mut [MaybeUninit<f32>]) {
+    /// Computes `rows` query rows, writing row `r` into `out(r)` (`hd` values).
+    fn run<'o>(&self, rows: usize, out: impl FnMut(usize) -> &'o mut [MaybeUninit<f32>]) {
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx2") {
             // SAFETY: AVX2 is present (checked just above).
             #[allow(unsafe_code)]
             unsafe {
-                return self.run_avx2(out);
+                return self.run_avx2(rows, out);
             }
         }
-        self.run_portable(out);
+        self.run_portable(rows, out);
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     #[allow(unsafe_code)]
-    unsafe fn run_avx2(&self, out: &mut [MaybeUninit<f32>]) {
-        self.run_portable(out);
+    unsafe fn run_avx2<'o>(
+        &self,
+        rows: usize,
+        out: impl FnMut(usize) -> &'o mut [MaybeUninit<f32>],
+    ) {
+        self.run_portable(rows, out);
     }
 
     #[inline(always)]
-    fn run_portable(&self, out: &mut [MaybeUninit<f32>]) {
+    fn run_portable<'o>(
+        &self,
+        rows: usize,
+        mut out: impl FnMut(usize) -> &'o mut [MaybeUninit<f32>],
+    ) {
         let (hd, total) = (self.hd, self.total);
         let mut p = vec![0f32; total];
         let mut y = vec![0f32; hd];
-        for (r, dst) in out.chunks_exact_mut(hd).enumerate() {
+        for r in 0..rows {
+            let dst = out(r);
             let q = &self.q[r * hd..(r + 1) * hd];
             // Row `r0 + r` of the stacked heads is query position (r0 + r) mod t.
             let mask = self
@@ -292,10 +410,47 @@ mod tests {
                 .reshape((b, kvh, g * t, total))
                 .unwrap(),
         };
+        let hd = q.dim(3).unwrap();
         candle_nn::ops::softmax_last_dim(&scores)
             .unwrap()
             .matmul(&v.contiguous().unwrap())
             .unwrap()
+            .reshape((b, kvh * g, t, hd))
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .reshape((b, t, kvh * g * hd))
+            .unwrap()
+    }
+
+    #[test]
+    fn heads_first_equals_candles_transpose_rope_and_scale() {
+        let dev = Device::Cpu;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let (b, t, heads, hd) = (2, 7, 3, 16);
+        let mut r = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.gen_range(-2.0..2.0)).collect() };
+        let x = Tensor::from_vec(r(b * t * heads * hd), (b, t, heads, hd), &dev).unwrap();
+        let cos = Tensor::from_vec(r(b * t * hd / 2), (b, t, hd / 2), &dev).unwrap();
+        let sin = Tensor::from_vec(r(b * t * hd / 2), (b, t, hd / 2), &dev).unwrap();
+        let flat = |t: Tensor| -> Vec<f32> { t.flatten_all().unwrap().to_vec1().unwrap() };
+        let xt = x.transpose(1, 2).unwrap().contiguous().unwrap();
+        for style in [RopeStyle::Interleaved, RopeStyle::Neox] {
+            let want = match style {
+                RopeStyle::Interleaved => candle_nn::rotary_emb::rope_i(&xt, &cos, &sin),
+                RopeStyle::Neox => candle_nn::rotary_emb::rope(&xt, &cos, &sin),
+            }
+            .unwrap();
+            for scale in [1.0f32, 0.125] {
+                let ours = heads_first(&x, Some((&cos, &sin, style)), scale)
+                    .unwrap()
+                    .unwrap();
+                let want = (&want * f64::from(scale)).unwrap();
+                assert_eq!(ours.dims(), want.dims());
+                assert_eq!(flat(ours), flat(want), "{style:?}, scale {scale}");
+            }
+        }
+        let plain = heads_first(&x, None, 1.0).unwrap().unwrap();
+        assert_eq!(flat(plain), flat(xt));
     }
 
     #[test]

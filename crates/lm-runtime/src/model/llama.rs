@@ -481,36 +481,46 @@ impl Model {
         } else {
             &step.mask
         };
-        // [b, t, h·hd] -> [b, t, h, hd] (per-head norm here) -> [b, h, t, hd]
+        // [b, t, h·hd] -> [b, t, h, hd] (per-head norm here)
         let mut q = block.wq.forward(n)?.reshape((b, t, h, hd))?;
         let mut k = block.wk.forward(n)?.reshape((b, t, kvh, hd))?;
         if let (Some(qn), Some(kn)) = (&block.q_norm, &block.k_norm) {
             q = candle_nn::ops::rms_norm(&q.contiguous()?, qn, cfg.rms_eps)?;
             k = candle_nn::ops::rms_norm(&k.contiguous()?, kn, cfg.rms_eps)?;
         }
-        let q = q.transpose(1, 2)?.contiguous()?;
-        let k = k.transpose(1, 2)?.contiguous()?;
-        let v = block
-            .wv
-            .forward(n)?
-            .reshape((b, t, kvh, hd))?
-            .transpose(1, 2)?;
-        let (q, k) = match cfg.rope_style {
-            RopeStyle::Interleaved => (
-                candle_nn::rotary_emb::rope_i(&q, cos, sin)?,
-                candle_nn::rotary_emb::rope_i(&k, cos, sin)?,
-            ),
-            RopeStyle::Neox => (
-                candle_nn::rotary_emb::rope(&q, cos, sin)?,
-                candle_nn::rotary_emb::rope(&k, cos, sin)?,
-            ),
+        let v = block.wv.forward(n)?.reshape((b, t, kvh, hd))?;
+        let scale = cfg.attn_scale;
+        let style = cfg.rope_style;
+        // [b, h, t, hd] with RoPE (q also scaled): one fused pass on the CPU, candle elsewhere.
+        let fused = (
+            super::attend::heads_first(&q, Some((cos, sin, style)), scale)?,
+            super::attend::heads_first(&k, Some((cos, sin, style)), 1.0)?,
+            super::attend::heads_first(&v, None, 1.0)?,
+        );
+        let (q, k, v) = match fused {
+            (Some(q), Some(k), Some(v)) => (q, k, v),
+            _ => {
+                let q = q.transpose(1, 2)?.contiguous()?;
+                let k = k.transpose(1, 2)?.contiguous()?;
+                let (q, k) = match style {
+                    RopeStyle::Interleaved => (
+                        candle_nn::rotary_emb::rope_i(&q, cos, sin)?,
+                        candle_nn::rotary_emb::rope_i(&k, cos, sin)?,
+                    ),
+                    RopeStyle::Neox => (
+                        candle_nn::rotary_emb::rope(&q, cos, sin)?,
+                        candle_nn::rotary_emb::rope(&k, cos, sin)?,
+                    ),
+                };
+                ((q * f64::from(scale))?, k, v.transpose(1, 2)?.contiguous()?)
+            }
         };
         // k, v: [b, kvh, T, hd] with T = cached + t.
         let (k, v) = cache.append(layer, &k, &v)?;
         let total = k.dim(2)?;
         // Group the g query heads that share a kv head: [b, kvh, g·t, hd], no kv copy.
-        let q = (q * f64::from(cfg.attn_scale))?.reshape((b, kvh, g * t, hd))?;
-        // [b, kvh, g·t, hd]: the fused CPU kernel, or candle's dense product elsewhere.
+        let q = q.reshape((b, kvh, g * t, hd))?;
+        // [b, t, h·hd]: the fused CPU kernel, or candle's dense product elsewhere.
         let y = match super::attend::attend(&q, &k, &v, mask.as_ref(), g)? {
             Some(y) => y,
             None => {
@@ -522,13 +532,13 @@ impl Model {
                         .broadcast_add(m)?
                         .reshape((b, kvh, g * t, total))?,
                 };
-                candle_nn::ops::softmax_last_dim(&scores)?.matmul(&v)?
+                candle_nn::ops::softmax_last_dim(&scores)?
+                    .matmul(&v)? // [b, kvh, g·t, hd]
+                    .reshape((b, h, t, hd))?
+                    .transpose(1, 2)?
+                    .reshape((b, t, h * hd))?
             }
         };
-        let y = y
-            .reshape((b, h, t, hd))?
-            .transpose(1, 2)?
-            .reshape((b, t, h * hd))?;
         Ok(block.wo.forward(&y)?)
     }
 
