@@ -123,6 +123,9 @@ struct Tolerance {
     worst: f64,
     /// Lowest acceptable mean Pearson.
     mean: f64,
+    /// `(worst, mean)` for the quantized mode where its 8-bit activation rounding makes the
+    /// statistic itself unstable (see `gemma3_matches_llama_cpp`); `None`: as the others.
+    quantized: Option<(f64, f64)>,
 }
 
 /// Loads `$env_var`'s model and checks it against `fixture` in both weight modes.
@@ -150,8 +153,12 @@ fn check(env_var: &str, fixture: &str, sha256: &str, tol: &Tolerance) {
             mismatches.is_empty(),
             "{mode:?}: top-1 differs on {mismatches:?}"
         );
-        assert!(worst > tol.worst, "{mode:?}: worst Pearson {worst}");
-        assert!(mean > tol.mean, "{mode:?}: mean Pearson {mean}");
+        let (min_worst, min_mean) = match (mode, tol.quantized) {
+            (WeightMode::Quantized, Some(q)) => q,
+            _ => (tol.worst, tol.mean),
+        };
+        assert!(worst > min_worst, "{mode:?}: worst Pearson {worst}");
+        assert!(mean > min_mean, "{mode:?}: mean Pearson {mean}");
     }
 }
 
@@ -167,6 +174,7 @@ fn smollm2_matches_llama_cpp() {
             noise: 0.3,
             worst: 0.965,
             mean: 0.992,
+            quantized: None,
         },
     );
 }
@@ -177,12 +185,23 @@ fn gemma3_matches_llama_cpp() {
         "LVH_TEST_GEMMA",
         "tokenizer_reference_gemma3.json",
         "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
-        // Q4_K/Q5_0/Q6_K weights: measured |Δ log-prob| up to 0.63; quantized worst 0.9034,
-        // mean 0.9873; f32 worst 0.9157, mean 0.9886; bf16 (AMX) worst 0.9198, mean 0.9888.
+        // Q4_K/Q5_0/Q6_K weights: measured |Δ log-prob| up to 0.63 (f32); f32 worst 0.9158,
+        // mean 0.9886; bf16 (AMX) worst 0.9258, mean 0.9890.
+        //
+        // The quantized path rounds every activation to 8 bits (Q8_K, 256-value blocks) before
+        // each product, so an ulp-level change upstream flips some roundings, and on a prompt
+        // whose next-token distribution is flat that moves the top-20 log-probs by tenths of a
+        // nat. Measured on `leading_newline` (20 near-tied candidates spanning 1.5 nats), with
+        // only the f32 summation order inside the attention changed (the f32 path stayed within
+        // 2.5e-6 of the f64 numpy reference every time): Pearson 0.9450, 0.8974 and 0.8151, mean
+        // over the prompts 0.9875, 0.9854, 0.9828; earlier versions gave worst 0.9034 and 0.9448.
+        // So the quantized bounds cover that spread (a wrong RoPE, mask or norm still drives
+        // Pearson far below them), and the f32 and bf16 paths keep the tight ones.
         &Tolerance {
             noise: 0.65,
             worst: 0.895,
             mean: 0.985,
+            quantized: Some((0.78, 0.978)),
         },
     );
 }

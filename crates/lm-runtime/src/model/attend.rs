@@ -8,9 +8,11 @@
 //! Masked keys are skipped outright (`p_j = 0`, neither dot product nor value read), so a
 //! causal prefill does half the work of the dense product, and no `[rows, T]` score tensor is
 //! materialised. Work is shared out over rayon by (sequence, kv head, block of query rows); each
-//! row's result is computed the same way whatever the split. `e^x` is [`super::act::exp`]
-//! (about 1 ulp); dot products sum in 16 f32 lanes. On x86-64 CPUs with AVX2 the loops are
-//! compiled for it and chosen at run time.
+//! row's result is computed the same way whatever the split. The keys are transposed per head
+//! (`[hd, T]`) so that a row's scores are computed for eight keys at once, each summed in the
+//! order of a 16-lane dot product (`scores_block`); `e^x` is [`super::act::exp`] (about 1 ulp);
+//! max and sum reduce in 16 lanes. On x86-64 CPUs
+//! with AVX2 the loops are compiled for it and chosen at run time.
 
 use std::mem::MaybeUninit;
 
@@ -22,7 +24,7 @@ use crate::config::RopeStyle;
 
 /// Query rows per parallel work item.
 const ROWS: usize = 32;
-/// Lanes of the dot-product accumulator.
+/// Lanes of the dot products and of the max and sum reductions.
 const LANES: usize = 16;
 
 /// Grouped-query attention for `q` `[b, kvh, g·t, hd]` (the `g` query heads of each kv head
@@ -71,6 +73,20 @@ pub(crate) fn attend(
         let qs = cpu_slice(&qg, ql, len)?;
         let ks = cpu_slice(&kg, kl, b * kvh * total * hd)?;
         let vs = cpu_slice(&vg, vl, b * kvh * total * hd)?;
+        // Keys transposed per head, [hd, tp] with tp = total rounded up to whole vectors of
+        // keys (zero keys beyond `total`, never seen): the scores of a query row are then
+        // computed for a block of keys at once (see `scores`).
+        let tp = total.div_ceil(KEYS) * KEYS;
+        let mut kt = vec![0f32; b * kvh * tp * hd];
+        kt.par_chunks_mut(tp * hd)
+            .zip(ks.par_chunks(total * hd))
+            .for_each(|(dst, src)| {
+                for (j, row) in src.chunks_exact(hd).enumerate() {
+                    for (d, &x) in row.iter().enumerate() {
+                        dst[d * tp + j] = x;
+                    }
+                }
+            });
         let mg = mask.as_ref().map(Tensor::storage_and_layout);
         let ms = match &mg {
             Some((g, l)) => Some(cpu_slice(g, l, b * t * total)?),
@@ -82,15 +98,15 @@ pub(crate) fn attend(
         (0..b * kvh * chunks).into_par_iter().for_each(|w| {
             let (head, r0) = (w / chunks, (w % chunks) * ROWS);
             let (bi, hi) = (head / kvh, head % kvh);
-            let kv = head * total * hd..(head + 1) * total * hd;
             let job = Job {
                 q: &qs[(head * gt + r0) * hd..],
-                k: &ks[kv.clone()],
-                v: &vs[kv],
+                kt: &kt[head * tp * hd..(head + 1) * tp * hd],
+                v: &vs[head * total * hd..(head + 1) * total * hd],
                 mask: ms.map(|m| &m[bi * t * total..(bi + 1) * t * total]),
                 hd,
                 t,
                 total,
+                tp,
                 r0,
             };
             let dst = &dst;
@@ -236,14 +252,15 @@ unsafe impl Sync for OutPtr {}
 struct Job<'a> {
     /// The item's query rows, `hd` values each, from row `r0` of the head.
     q: &'a [f32],
-    /// The head's keys and values, `[total, hd]`.
-    k: &'a [f32],
+    /// The head's keys transposed and padded, `[hd, tp]`, and its values, `[total, hd]`.
+    kt: &'a [f32],
     v: &'a [f32],
     /// The sequence's mask rows `[t, total]`, `None` when every key is seen.
     mask: Option<&'a [f32]>,
     hd: usize,
     t: usize,
     total: usize,
+    tp: usize,
     r0: usize,
 }
 
@@ -300,24 +317,27 @@ impl Job<'_> {
                 }
             };
             let keys = first..last + 1;
-            let mut max = f32::NEG_INFINITY;
-            for j in keys.clone() {
-                let m = mask.map_or(0.0, |m| m[j]);
-                let s = if m == f32::NEG_INFINITY {
-                    m
-                } else {
-                    dot(q, &self.k[j * hd..(j + 1) * hd]) + m
-                };
-                p[j] = s;
-                max = max.max(s);
+            // s_j = ⟨q, k_j⟩ for whole vectors of keys from `first` (padding keys read zeros).
+            let j0 = first / KEYS * KEYS;
+            let jn = (last + 1).div_ceil(KEYS) * KEYS;
+            for jb in (j0..jn).step_by(KEYS) {
+                let s = scores_block(q, self.kt, self.tp, jb);
+                let (lo, hi) = (jb.max(first), (jb + KEYS).min(last + 1));
+                p[lo..hi].copy_from_slice(&s[lo - jb..hi - jb]);
             }
-            // e^(s − max) in one vectorisable pass, exactly 0 for masked keys.
-            let mut sum = 0f32;
-            for e in &mut p[keys.clone()] {
+            let scores = &mut p[keys.clone()];
+            if let Some(m) = mask {
+                for (s, &m) in scores.iter_mut().zip(&m[keys.clone()]) {
+                    *s = if m == f32::NEG_INFINITY { m } else { *s + m };
+                }
+            }
+            let max = lanes(scores, f32::NEG_INFINITY, |a, b| if a > b { a } else { b });
+            // e^(s − max), exactly 0 for masked keys: one vectorisable pass, then the sum.
+            for e in scores.iter_mut() {
                 let x = exp(*e - max);
                 *e = if *e == f32::NEG_INFINITY { 0.0 } else { x };
-                sum += *e;
             }
+            let sum = lanes(scores, 0.0, |a, b| a + b);
             y.iter_mut().for_each(|v| *v = 0.0);
             weighted_sum(
                 &p[keys.clone()],
@@ -365,25 +385,67 @@ fn weighted_sum(p: &[f32], v: &[f32], y: &mut [f32]) {
     }
 }
 
-/// `⟨a, b⟩` summed in [`LANES`] lanes, then the lanes pairwise.
+/// Keys per score block (one vector of f32 lanes).
+const KEYS: usize = 8;
+
+/// `⟨q, k_j⟩` for the [`KEYS`] keys `jb..jb + KEYS` of the transposed keys `kt` (`[hd, tp]`).
+///
+/// Each key's sum is formed exactly as a 16-lane dot product would: lane `l` accumulates
+/// `q_d k_jd` for `d ≡ l (mod 16)` in increasing `d`, then the lanes are added pairwise
+/// (`l + 8`, `+ 4`, `+ 2`, `+ 1`). The 16 accumulators hold a vector of keys each and stay in
+/// registers, so the products run along the keys without any horizontal reduction.
 #[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; LANES];
-    let (ac, bc) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let (ar, br) = (ac.remainder(), bc.remainder());
-    for (x, y) in ac.zip(bc) {
-        for l in 0..LANES {
-            acc[l] += x[l] * y[l];
+fn scores_block(q: &[f32], kt: &[f32], tp: usize, jb: usize) -> [f32; KEYS] {
+    let hd = q.len();
+    let mut acc = [[0f32; KEYS]; LANES];
+    let whole = hd / LANES * LANES;
+    for c in (0..whole).step_by(LANES) {
+        for (l, a) in acc.iter_mut().enumerate() {
+            let d = c + l;
+            let (qd, k) = (q[d], &kt[d * tp + jb..d * tp + jb + KEYS]);
+            for j in 0..KEYS {
+                a[j] += qd * k[j];
+            }
         }
     }
-    for (l, (x, y)) in ar.iter().zip(br).enumerate() {
-        acc[l] += x * y;
+    for (l, a) in acc.iter_mut().enumerate().take(hd - whole) {
+        let d = whole + l;
+        let (qd, k) = (q[d], &kt[d * tp + jb..d * tp + jb + KEYS]);
+        for j in 0..KEYS {
+            a[j] += qd * k[j];
+        }
     }
     let mut w = LANES;
     while w > 1 {
         w /= 2;
         for l in 0..w {
-            acc[l] += acc[l + w];
+            for j in 0..KEYS {
+                acc[l][j] += acc[l + w][j];
+            }
+        }
+    }
+    acc[0]
+}
+
+/// `x` folded by `f` in [`LANES`] lanes, then the lanes pairwise (a vectorisable reduction; `f`
+/// is `+` or `max`).
+#[inline(always)]
+fn lanes(x: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut acc = [init; LANES];
+    let chunks = x.chunks_exact(LANES);
+    for (l, &v) in chunks.remainder().iter().enumerate() {
+        acc[l] = f(acc[l], v);
+    }
+    for c in chunks {
+        for l in 0..LANES {
+            acc[l] = f(acc[l], c[l]);
+        }
+    }
+    let mut w = LANES;
+    while w > 1 {
+        w /= 2;
+        for l in 0..w {
+            acc[l] = f(acc[l], acc[l + w]);
         }
     }
     acc[0]
