@@ -24,7 +24,7 @@ START="$(date -u +%H:%M) UTC, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 for d in $DS; do
     for n in $NS; do
         # Best of several repetitions (after one warm-up round each side).
-        if [ "$n" -le 10000 ]; then reps=200; elif [ "$d" -ge 256 ]; then reps=3; else reps=5; fi
+        if [ "$n" -le 10000 ] && [ "$d" -lt 256 ]; then reps=1000; elif [ "$n" -le 10000 ]; then reps=100; elif [ "$d" -ge 256 ]; then reps=3; else reps=5; fi
         echo "d=$d n=$n: numpy ($reps reps)..." >&2
         python3 bench/numpy_sim.py --d "$d" --n "$n" --reps "$reps" --json >>"$RESULTS"
         echo "d=$d n=$n: lvh ($reps reps)..." >&2
