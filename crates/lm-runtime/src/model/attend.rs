@@ -286,14 +286,20 @@ impl Job<'_> {
         rows: usize,
         out: impl FnMut(usize) -> &'o mut [MaybeUninit<f32>],
     ) {
-        self.run_portable(rows, out);
+        self.run_rows(rows, out, true);
     }
 
+    fn run_portable<'o>(&self, rows: usize, out: impl FnMut(usize) -> &'o mut [MaybeUninit<f32>]) {
+        self.run_rows(rows, out, false);
+    }
+
+    /// The rows; `avx2`: the CPU has AVX2 (the scores then use [`scores_block_avx2`]).
     #[inline(always)]
-    fn run_portable<'o>(
+    fn run_rows<'o>(
         &self,
         rows: usize,
         mut out: impl FnMut(usize) -> &'o mut [MaybeUninit<f32>],
+        avx2: bool,
     ) {
         let (hd, total) = (self.hd, self.total);
         let mut p = vec![0f32; total];
@@ -321,7 +327,11 @@ impl Job<'_> {
             let j0 = first / KEYS * KEYS;
             let jn = (last + 1).div_ceil(KEYS) * KEYS;
             for jb in (j0..jn).step_by(KEYS) {
-                let s = scores_block(q, self.kt, self.tp, jb);
+                let s = if avx2 {
+                    scores_block_simd(q, self.kt, self.tp, jb)
+                } else {
+                    scores_block(q, self.kt, self.tp, jb)
+                };
                 let (lo, hi) = (jb.max(first), (jb + KEYS).min(last + 1));
                 p[lo..hi].copy_from_slice(&s[lo - jb..hi - jb]);
             }
@@ -397,25 +407,45 @@ const KEYS: usize = 8;
 #[inline(always)]
 fn scores_block(q: &[f32], kt: &[f32], tp: usize, jb: usize) -> [f32; KEYS] {
     let hd = q.len();
-    let mut acc = [[0f32; KEYS]; LANES];
     let whole = hd / LANES * LANES;
-    for c in (0..whole).step_by(LANES) {
-        for (l, a) in acc.iter_mut().enumerate() {
-            let d = c + l;
-            let (qd, k) = (q[d], &kt[d * tp + jb..d * tp + jb + KEYS]);
-            for j in 0..KEYS {
-                a[j] += qd * k[j];
-            }
+    // Lanes 0..8 and 8..16 are independent sums: one pass each, so that eight accumulators
+    // (one vector of keys each) and the operands fit the sixteen AVX2 registers.
+    let mut half = [[[0f32; KEYS]; 8]; 2];
+    for (hh, acc) in half.iter_mut().enumerate() {
+        /// Lane `8·hh + l` of the chunk at `c`, written out per lane so that every
+        /// accumulator stays a register.
+        macro_rules! lane {
+            ($c:expr, $($l:literal)*) => {$({
+                let d = $c + 8 * hh + $l;
+                let k: &[f32; KEYS] =
+                    kt[d * tp + jb..d * tp + jb + KEYS].try_into().expect("in range");
+                let qd = q[d];
+                for j in 0..KEYS {
+                    acc[$l][j] += qd * k[j];
+                }
+            })*};
+        }
+        for c in (0..whole).step_by(LANES) {
+            lane!(c, 0 1 2 3 4 5 6 7);
         }
     }
-    for (l, a) in acc.iter_mut().enumerate().take(hd - whole) {
+    // The last hd mod 16 dimensions go to lanes 0.. after the whole chunks, as in a dot product.
+    for l in 0..hd - whole {
         let d = whole + l;
         let (qd, k) = (q[d], &kt[d * tp + jb..d * tp + jb + KEYS]);
+        let a = &mut half[l / 8][l % 8];
         for j in 0..KEYS {
             a[j] += qd * k[j];
         }
     }
-    let mut w = LANES;
+    // Pairwise: lane l + 8 into l, then + 4, + 2, + 1.
+    let [mut acc, hi] = half;
+    for l in 0..8 {
+        for j in 0..KEYS {
+            acc[l][j] += hi[l][j];
+        }
+    }
+    let mut w = 8;
     while w > 1 {
         w /= 2;
         for l in 0..w {
@@ -425,6 +455,74 @@ fn scores_block(q: &[f32], kt: &[f32], tp: usize, jb: usize) -> [f32; KEYS] {
         }
     }
     acc[0]
+}
+
+/// [`scores_block`] with AVX2 intrinsics (the same additions and multiplications in the same
+/// order, so the same bits); for callers that checked the CPU has AVX2.
+#[inline(always)]
+fn scores_block_simd(q: &[f32], kt: &[f32], tp: usize, jb: usize) -> [f32; KEYS] {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let hd = q.len();
+        assert!(
+            hd > 0 && jb + KEYS <= tp && kt.len() >= hd * tp,
+            "score block out of range"
+        );
+        // SAFETY: only reached from `Job::run_avx2` (AVX2 present); the loads read
+        // `kt[d·tp + jb .. d·tp + jb + 8]` for d < hd, inside `kt` by the assert above.
+        #[allow(unsafe_code)]
+        unsafe {
+            scores_block_avx2(q, kt, tp, jb)
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        scores_block(q, kt, tp, jb)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(unsafe_code)]
+unsafe fn scores_block_avx2(q: &[f32], kt: &[f32], tp: usize, jb: usize) -> [f32; KEYS] {
+    use std::arch::x86_64::{
+        __m256, _mm256_add_ps, _mm256_loadu_ps, _mm256_mul_ps, _mm256_set1_ps, _mm256_setzero_ps,
+        _mm256_storeu_ps,
+    };
+    let hd = q.len();
+    let whole = hd / LANES * LANES;
+    let base = kt.as_ptr().add(jb);
+    let term = |d: usize| -> __m256 {
+        _mm256_mul_ps(_mm256_set1_ps(q[d]), _mm256_loadu_ps(base.add(d * tp)))
+    };
+    let mut half = [[_mm256_setzero_ps(); 8]; 2];
+    for (hh, acc) in half.iter_mut().enumerate() {
+        let mut c = 0;
+        while c < whole {
+            for (l, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_add_ps(*a, term(c + 8 * hh + l));
+            }
+            c += LANES;
+        }
+    }
+    for l in 0..hd - whole {
+        let a = &mut half[l / 8][l % 8];
+        *a = _mm256_add_ps(*a, term(whole + l));
+    }
+    let [mut acc, hi] = half;
+    for l in 0..8 {
+        acc[l] = _mm256_add_ps(acc[l], hi[l]);
+    }
+    let mut w = 8;
+    while w > 1 {
+        w /= 2;
+        for l in 0..w {
+            acc[l] = _mm256_add_ps(acc[l], acc[l + w]);
+        }
+    }
+    let mut out = [0f32; KEYS];
+    _mm256_storeu_ps(out.as_mut_ptr(), acc[0]);
+    out
 }
 
 /// `x` folded by `f` in [`LANES`] lanes, then the lanes pairwise (a vectorisable reduction; `f`
@@ -483,6 +581,43 @@ mod tests {
             .unwrap()
             .reshape((b, t, kvh * g * hd))
             .unwrap()
+    }
+
+    #[test]
+    fn score_blocks_agree_bit_for_bit_with_a_16_lane_dot_product() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
+        for hd in [64, 256, 20, 7] {
+            let tp = 24;
+            let q: Vec<f32> = (0..hd).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let kt: Vec<f32> = (0..hd * tp).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            for jb in [0, 8, 16] {
+                let portable = scores_block(&q, &kt, tp, jb);
+                // The dot product's order: lane l sums d ≡ l (mod 16) upwards, then pairwise.
+                for (j, &got) in portable.iter().enumerate() {
+                    let mut acc = [0f32; LANES];
+                    for d in 0..hd {
+                        acc[d % LANES] += q[d] * kt[d * tp + jb + j];
+                    }
+                    let mut w = LANES;
+                    while w > 1 {
+                        w /= 2;
+                        for l in 0..w {
+                            acc[l] += acc[l + w];
+                        }
+                    }
+                    assert_eq!(got.to_bits(), acc[0].to_bits(), "hd {hd} key {}", jb + j);
+                }
+                #[cfg(target_arch = "x86_64")]
+                if std::is_x86_feature_detected!("avx2") {
+                    let simd = scores_block_simd(&q, &kt, tp, jb);
+                    assert_eq!(
+                        simd.map(f32::to_bits),
+                        portable.map(f32::to_bits),
+                        "hd {hd}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
