@@ -285,6 +285,7 @@ const CONFIG: TileConfig = {
 ///
 /// # Safety
 /// AMX must be available ([`available`]).
+#[cfg(target_arch = "x86_64")]
 unsafe fn configure_tiles() {
     std::arch::asm!("ldtilecfg [{0}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly));
 }
@@ -293,6 +294,7 @@ unsafe fn configure_tiles() {
 ///
 /// # Safety
 /// AMX must be available ([`available`]).
+#[cfg(target_arch = "x86_64")]
 unsafe fn release_tiles() {
     std::arch::asm!("tilerelease", options(nostack, nomem));
 }
@@ -304,6 +306,7 @@ unsafe fn release_tiles() {
 /// # Safety
 /// Tiles configured by [`configure_tiles`]; `a` and `w` hold two strips of `k / 32` tiles each,
 /// `c` 32 rows of `n ≥ 32` values from the block's first column.
+#[cfg(target_arch = "x86_64")]
 unsafe fn block_2x2(a: *const u16, k: usize, w: *const u16, c: *mut f32, n: usize) {
     use std::arch::asm;
     let (tile_stride, c_stride) = (2 * KB, 4 * n);
@@ -318,6 +321,17 @@ unsafe fn block_2x2(a: *const u16, k: usize, w: *const u16, c: *mut f32, n: usiz
     );
     for kb in 0..k / KB {
         let tile = kb * TILE * KB;
+        // Ask for the tiles two steps ahead: a tile load waits for the products still reading
+        // its register, so a load that misses L1 stalls the tile unit.
+        let ahead = tile + 2 * TILE * KB;
+        for p in [a, a1, w, w1] {
+            let t = p.wrapping_add(ahead).cast::<i8>();
+            for line in 0..TILE {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    t.wrapping_add(64 * line),
+                );
+            }
+        }
         asm!(
             "tileloadd tmm4, [{a0} + {s}*1]",
             "tileloadd tmm5, [{a1} + {s}*1]",
@@ -347,6 +361,18 @@ unsafe fn block_2x2(a: *const u16, k: usize, w: *const u16, c: *mut f32, n: usiz
         sc = in(reg) c_stride,
         options(nostack),
     );
+}
+
+// Elsewhere no `AmxBf16` is ever built (`available` is false), so these are never called.
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn configure_tiles() {
+    unreachable!("AMX tiles exist on x86-64 only")
+}
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn release_tiles() {}
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn block_2x2(_: *const u16, _: usize, _: *const u16, _: *mut f32, _: usize) {
+    unreachable!("AMX tiles exist on x86-64 only")
 }
 
 #[cfg(test)]
