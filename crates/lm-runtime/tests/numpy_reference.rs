@@ -20,7 +20,7 @@
 //!   Pearson > 0.99.
 //! * [`WeightMode::Bf16`] (on CPUs with AMX-BF16) rounds weights and activations to bf16 with
 //!   f32 sums: measured relative L2 ≤ 0.75 % (SmolLM2) and ≤ 0.55 % (Gemma 3), top-50 Pearson
-//!   0.99993 and 0.99973 (0.88 % / 0.53 % with the attention of the first version). Bounds: relative L2 < 2 % (and > 1e-5: really rounded), Pearson >
+//!   0.99993 and 0.99973. Bounds: relative L2 < 2 % (and > 1e-5: really rounded), Pearson >
 //!   0.9995. Without AMX the mode is the f32 path and must be exact.
 
 use lm_runtime::hooks::{Capture, HookPoint, Layer, Positions};
