@@ -3,18 +3,24 @@
 //! message or backtrace on standard error.
 
 use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 
 #[test]
 fn a_closed_stdout_ends_lvh_quietly() {
+    // Standard output is a socket whose other end is closed before lvh starts, so its first
+    // write fails with EPIPE (and SIGPIPE) whatever the scheduling. A pipe closed after the
+    // spawn raced with lvh: on a busy machine lvh could write its few lines into the pipe's
+    // buffer first and end with status 0.
+    let (reader, writer) = UnixStream::pair().unwrap();
+    drop(reader);
     let mut child = Command::new(env!("CARGO_BIN_EXE_lvh"))
         .args(["constitution", "list"])
-        .stdout(Stdio::piped())
+        .stdout(Stdio::from(OwnedFd::from(writer)))
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Close the read end before lvh has started writing (process start-up takes far longer).
-    drop(child.stdout.take());
     let mut stderr = String::new();
     child
         .stderr
