@@ -17,6 +17,7 @@ use std::mem::MaybeUninit;
 use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 
+use super::cpu_slice;
 use crate::config::Activation;
 
 /// Elements per parallel work item.
@@ -40,12 +41,7 @@ pub(crate) fn gated(gate: &Tensor, up: &Tensor, act: Activation) -> candle_core:
     let mut out: Vec<f32> = Vec::with_capacity(len);
     {
         let ((gst, gl), (ust, ul)) = (g.storage_and_layout(), u.storage_and_layout());
-        let (candle_core::Storage::Cpu(gc), candle_core::Storage::Cpu(uc)) = (&*gst, &*ust) else {
-            candle_core::bail!("gated activation: tensors are not on the CPU");
-        };
-        let (g0, u0) = (gl.start_offset(), ul.start_offset());
-        let gs = &gc.as_slice::<f32>()?[g0..g0 + len];
-        let us = &uc.as_slice::<f32>()?[u0..u0 + len];
+        let (gs, us) = (cpu_slice(&gst, gl, len)?, cpu_slice(&ust, ul, len)?);
         out.spare_capacity_mut()[..len]
             .par_chunks_mut(CHUNK)
             .zip(gs.par_chunks(CHUNK).zip(us.par_chunks(CHUNK)))

@@ -160,11 +160,7 @@ impl AmxBf16 {
         let x = x.to_dtype(DType::F32)?.contiguous()?;
         let a = {
             let (storage, layout) = x.storage_and_layout();
-            let candle_core::Storage::Cpu(cpu) = &*storage else {
-                candle_core::bail!("amx matmul: input is not on the CPU");
-            };
-            let start = layout.start_offset();
-            to_bf16_tiles(&cpu.as_slice::<f32>()?[start..start + rows * k], rows, k)
+            to_bf16_tiles(super::cpu_slice(&storage, layout, rows * k)?, rows, k)
         };
         let mut out = self.product(flat(&a), rows.div_ceil(BLOCK) * BLOCK);
         out.truncate(rows * self.n);

@@ -20,6 +20,7 @@ use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 
 use super::act::exp;
+use super::cpu_slice;
 use crate::config::RopeStyle;
 
 /// Query rows per parallel work item.
@@ -227,19 +228,6 @@ pub(crate) fn heads_first(
         };
     }
     Ok(Some(Tensor::from_vec(out, (b, heads, t, hd), x.device())?))
-}
-
-/// The first `n` f32 values of a contiguous CPU tensor's storage.
-fn cpu_slice<'a>(
-    storage: &'a candle_core::Storage,
-    layout: &candle_core::Layout,
-    n: usize,
-) -> candle_core::Result<&'a [f32]> {
-    let candle_core::Storage::Cpu(cpu) = storage else {
-        candle_core::bail!("attention: tensor is not on the CPU");
-    };
-    let start = layout.start_offset();
-    Ok(&cpu.as_slice::<f32>()?[start..start + n])
 }
 
 /// The output buffer, written by several work items at disjoint rows.

@@ -22,6 +22,20 @@ pub fn amx_available() -> bool {
     amx::available()
 }
 
+/// The first `n` f32 values of a contiguous CPU tensor's storage (from its `storage_and_layout`
+/// guard), for the kernels that read tensors directly.
+pub(crate) fn cpu_slice<'a>(
+    storage: &'a candle_core::Storage,
+    layout: &candle_core::Layout,
+    n: usize,
+) -> candle_core::Result<&'a [f32]> {
+    let candle_core::Storage::Cpu(cpu) = storage else {
+        candle_core::bail!("expected a tensor on the CPU");
+    };
+    let start = layout.start_offset();
+    Ok(&cpu.as_slice::<f32>()?[start..start + n])
+}
+
 use candle_core::{DType, Device, Tensor};
 
 use crate::gguf::GgufError;

@@ -113,22 +113,23 @@ impl Linear {
             Self::Candle(m) => m.forward(x),
             Self::Fast(f) => f.forward(x),
             Self::Dense { w, small } => {
-                let rows = x.elem_count() / x.dims().last().copied().unwrap_or(1).max(1);
-                if rows <= DENSE_SMALL_ROWS {
+                if rows(x) <= DENSE_SMALL_ROWS {
                     small.forward_f32(x)
                 } else {
                     QMatMul::Tensor(w.clone()).forward(x)
                 }
             }
-            Self::Amx { w, small } => {
-                let rows = x.elem_count() / x.dims().last().copied().unwrap_or(1).max(1);
-                match small {
-                    Some(small) if rows <= DENSE_SMALL_ROWS => small.forward_f32(x),
-                    _ => w.forward(x),
-                }
-            }
+            Self::Amx { w, small } => match small {
+                Some(small) if rows(x) <= DENSE_SMALL_ROWS => small.forward_f32(x),
+                _ => w.forward(x),
+            },
         }
     }
+}
+
+/// Rows of `x` `[..., k]`: its element count over the last dimension.
+fn rows(x: &Tensor) -> usize {
+    x.elem_count() / x.dims().last().copied().unwrap_or(1).max(1)
 }
 
 impl Linear {
