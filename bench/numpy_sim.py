@@ -151,12 +151,26 @@ def one_round(rng, inst, n):
     return fit(dh, y, inst["ridge"])
 
 
+def simulate(rng, inst, n, rounds, tau=1.0):
+    """THEORY §7 for `rounds` rounds from the instance's tilt b: each round samples, labels and
+    fits, then moves the policy, b <- b + w / tau. Returns the Newton iteration counts."""
+    run = dict(inst, b=inst["b"].copy())
+    iters = []
+    for _ in range(rounds):
+        w, _, it, _ = one_round(rng, run, n)
+        run["b"] = run["b"] + w / tau
+        iters.append(it)
+    return iters
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--d", type=int, required=True)
     ap.add_argument("--n", type=int, required=True)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=0,
+                    help="also time simulations of this many rounds (per-round best)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     inst = instance(a.d)
@@ -171,6 +185,15 @@ def main():
     cos = float(w @ inst["j"] / np.linalg.norm(w))
     out = dict(side="numpy", d=a.d, k=inst["k"], n=a.n, reps=a.reps, best_s=best,
                pairs_per_s=a.n / best, newton_iterations=iters, cos_w_j=cos, scipy=HAVE_SCIPY)
+    if a.rounds > 0:
+        sim_reps = max(1, a.reps // a.rounds)
+        sim_best, sim_iters = math.inf, []
+        for _ in range(sim_reps):
+            t0 = time.perf_counter()
+            sim_iters += simulate(rng, inst, a.n, a.rounds)
+            sim_best = min(sim_best, (time.perf_counter() - t0) / a.rounds)
+        out.update(sim_rounds=a.rounds, sim_reps=sim_reps, sim_round_s=sim_best,
+                   sim_pairs_per_s=a.n / sim_best, sim_newton_iterations=sim_iters)
     if a.json:
         print(json.dumps(out))
     else:

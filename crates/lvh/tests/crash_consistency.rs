@@ -33,10 +33,15 @@ fn write_tiny_chat_model(path: &Path) {
     .unwrap();
 }
 
-/// Every file under `dir` (relative name → bytes).
+/// Every file under `dir` (relative name → bytes); none when a kill came before `dir` was made.
 fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
-    for e in std::fs::read_dir(dir).unwrap() {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return out,
+        Err(e) => panic!("{}: {e}", dir.display()),
+    };
+    for e in entries {
         let e = e.unwrap();
         if e.file_type().unwrap().is_file() {
             out.insert(

@@ -23,10 +23,11 @@
 
 use std::time::Instant;
 
+use rlaif_sim::crew::Crew;
 use rlaif_sim::linalg::{dot, Mat};
 use rlaif_sim::logistic;
 use rlaif_sim::model::LatentModel;
-use rlaif_sim::sim::{sample_labelled_pairs, Mode, SimConfig};
+use rlaif_sim::sim::{sample_labelled_pairs_in, simulate, Mode, SimConfig};
 
 /// The instance generator shared with `bench/numpy_sim.py`.
 struct SplitMix64(u64);
@@ -213,7 +214,7 @@ fn fail(problem: &str) -> ! {
 
 /// Prints the problem and the usage, and exits with status 2.
 fn usage(problem: &str) -> ! {
-    eprintln!("mc_throughput: {problem}\nusage: mc_throughput [--d D] [--n N] [--reps R] [--seed S] [--json]");
+    eprintln!("mc_throughput: {problem}\nusage: mc_throughput [--d D] [--n N] [--reps R] [--seed S] [--rounds T] [--json]");
     std::process::exit(2)
 }
 
@@ -222,6 +223,7 @@ fn main() {
     let mut n = 100_000;
     let mut reps = 5;
     let mut seed = 1;
+    let mut rounds = 0;
     let mut json = false;
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -238,6 +240,7 @@ fn main() {
             "--n" => n = val(i),
             "--reps" => reps = val(i),
             "--seed" => seed = val(i) as u64,
+            "--rounds" => rounds = val(i),
             "--json" => {
                 json = true;
                 i += 1;
@@ -254,46 +257,51 @@ fn main() {
     let mut dh = vec![0.0; n * d];
     let mut labels = vec![0.0; n];
 
-    // Whole round; each repetition draws a different round's streams.
+    // Everything timed runs in one crew, as `simulate` runs its rounds: the calling thread plus
+    // every other thread of the rayon pool, entered once.
     let mut round = 0;
     let mut iterations = Vec::new();
-    let (t_round, fit) = best(reps, || {
-        round += 1;
-        sample_labelled_pairs(
-            &bench.model,
-            &bench.b,
-            &bench.j,
-            &bench.cfg,
-            round,
-            &mut dh,
-            &mut labels,
-        );
-        let f = logistic::fit(&dh, d, &labels, bench.cfg.ridge)
-            .unwrap_or_else(|e| fail(&e.to_string()));
-        iterations.push(f.iterations);
-        f
+    let (t_round, fit, t_sample, t_fit) = Crew::scope(|crew| {
+        // Whole round; each repetition draws a different round's streams.
+        let (t_round, fit) = best(reps, || {
+            round += 1;
+            sample_labelled_pairs_in(
+                crew,
+                &bench.model,
+                &bench.j,
+                &bench.cfg,
+                round,
+                &mut dh,
+                &mut labels,
+            );
+            let f = logistic::fit_in(crew, &dh, d, &labels, bench.cfg.ridge)
+                .unwrap_or_else(|e| fail(&e.to_string()));
+            iterations.push(f.iterations);
+            f
+        });
+        let (t_sample, ()) = best(reps, || {
+            round += 1;
+            sample_labelled_pairs_in(
+                crew,
+                &bench.model,
+                &bench.j,
+                &bench.cfg,
+                round,
+                &mut dh,
+                &mut labels,
+            );
+        });
+        let (t_fit, _) = best(reps, || {
+            logistic::fit_in(crew, &dh, d, &labels, bench.cfg.ridge)
+                .unwrap_or_else(|e| fail(&e.to_string()))
+        });
+        (t_round, fit, t_sample, t_fit)
     });
     iterations.remove(0);
     let cos = dot(&fit.w, &bench.j) / dot(&fit.w, &fit.w).sqrt();
 
-    let (t_sample, ()) = best(reps, || {
-        round += 1;
-        sample_labelled_pairs(
-            &bench.model,
-            &bench.b,
-            &bench.j,
-            &bench.cfg,
-            round,
-            &mut dh,
-            &mut labels,
-        );
-    });
-    let (t_fit, _) = best(reps, || {
-        logistic::fit(&dh, d, &labels, bench.cfg.ridge).unwrap_or_else(|e| fail(&e.to_string()))
-    });
-
-    // The gradient-and-Hessian pass alone, at the fitted weights, as the fit runs it (on a pool
-    // thread when the fit would be).
+    // The gradient-and-Hessian pass alone, at the fitted weights, as the fit runs it (in a
+    // crew).
     let mut theta = fit.w.clone();
     theta.push(fit.intercept);
     let sig: Vec<f64> = dh
@@ -303,7 +311,23 @@ fn main() {
     let mut pass =
         logistic::HessianPass::new(&dh, d, &labels, &sig).unwrap_or_else(|e| fail(&e.to_string()));
     let hess_reps = reps.max(3);
-    let (t_hess, _) = rayon::scope(|_| best(hess_reps, || pass.run(&theta)));
+    // `simulate` itself, `rounds` rounds from b (τ = 1, no value draws): the per-round time of
+    // a running simulation, where a round's fit overlaps the next round's draws.
+    let (t_sim, sim_iterations) = if rounds > 0 {
+        let mut cfg = bench.cfg.clone();
+        cfg.rounds = rounds;
+        let sim_reps = (reps / rounds).max(1);
+        let mut sim_iterations = Vec::new();
+        let (t, ()) = best(sim_reps, || {
+            let trace = simulate(&bench.model, &bench.b, &bench.j, &cfg)
+                .unwrap_or_else(|e| fail(&e.to_string()));
+            sim_iterations.extend(trace.records.iter().filter_map(|r| r.newton_iterations));
+        });
+        (t / rounds as f64, sim_iterations)
+    } else {
+        (f64::NAN, Vec::new())
+    };
+    let (t_hess, _) = Crew::scope(|crew| best(hess_reps, || pass.run_in(crew, &theta)));
     let p = (d + 1) as f64;
     let flops = 2.0 * n as f64 * p * (p + 1.0) / 2.0;
     let gflops = flops / t_hess / 1e9;
@@ -318,8 +342,17 @@ fn main() {
              \"best_s\":{t_round:.6e},\"pairs_per_s\":{:.6e},\"sample_s\":{t_sample:.6e},\"fit_s\":{t_fit:.6e},\
              \"newton_iterations\":{iterations:?},\"cos_w_j\":{cos:.6},\"hessian_s\":{t_hess:.6e},\
              \"hessian_gflops\":{gflops:.3},\"peak_gflops\":{peak_gflops:.1},\"peak_note\":\"{peak_note}\",\
-             \"measured_peak_gflops\":{measured_gflops:.1},\"measured_peak_note\":\"{measured_note}\"}}",
-            n as f64 / t_round
+             \"measured_peak_gflops\":{measured_gflops:.1},\"measured_peak_note\":\"{measured_note}\"{}}}",
+            n as f64 / t_round,
+            if rounds > 0 {
+                format!(
+                    ",\"sim_rounds\":{rounds},\"sim_round_s\":{t_sim:.6e},\"sim_pairs_per_s\":{:.6e},\
+                     \"sim_newton_iterations\":{sim_iterations:?}",
+                    n as f64 / t_sim
+                )
+            } else {
+                String::new()
+            }
         );
     } else {
         println!(
@@ -330,6 +363,13 @@ fn main() {
             t_sample * 1e3,
             t_fit * 1e3
         );
+        if rounds > 0 {
+            println!(
+                "simulate, {rounds} rounds: {:.3} ms per round, {:.4e} pairs/s",
+                t_sim * 1e3,
+                n as f64 / t_sim
+            );
+        }
         println!(
             "hessian build: {:.3} ms, {gflops:.2} GFLOP/s (triangle, 2·n(d+1)(d+2)/2 flops) = {:.1}% of the nominal peak, {:.1}% of the measured one\n  nominal: {peak_note}\n  measured: {measured_note}",
             t_hess * 1e3,

@@ -1,8 +1,8 @@
 //! Buffers aligned for SIMD.
 
-/// A zeroed buffer whose first value lies on a 64-byte boundary, so that SIMD loads from it do
-/// not straddle cache lines.
-#[derive(Debug)]
+/// A buffer whose first value lies on a 64-byte boundary, so that SIMD loads from it do not
+/// straddle cache lines.
+#[derive(Debug, Default)]
 pub(crate) struct Aligned {
     buf: Vec<f64>,
     base: usize,
@@ -18,6 +18,16 @@ impl Aligned {
             _ => 0,
         };
         Self { buf, base, len }
+    }
+
+    /// Makes the buffer `len` long, keeping its memory (and values) when it is large enough:
+    /// values beyond the old length are unspecified (zero when newly allocated).
+    pub(crate) fn resize(&mut self, len: usize) {
+        if self.buf.len() < self.base + len {
+            *self = Self::zeros(len);
+        } else {
+            self.len = len;
+        }
     }
 }
 

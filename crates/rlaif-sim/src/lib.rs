@@ -31,6 +31,7 @@ pub mod agreement;
 mod aligned;
 pub mod checks;
 pub mod constitution;
+pub mod crew;
 pub mod demo;
 pub mod estimate;
 pub mod eval;

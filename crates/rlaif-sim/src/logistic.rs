@@ -4,11 +4,12 @@
 //! by Newton's method: the Hessian `Σ_i σ'(z_i) x̃_i x̃_iᵀ + ρ_r I_w` (x̃ = (x, 1)) is factored by
 //! Cholesky, the step is backtracked until the Armijo condition holds, and iteration stops when
 //! the step is below `1e-10`. Labels may be soft (ℓ ∈ [0, 1]). Rows are processed in fixed chunks
-//! in parallel and reduced in chunk order, so results are bit-identical for any thread count.
+//! on a [`Crew`] and reduced in chunk order, so results are bit-identical for any thread count.
 
-use rayon::prelude::*;
+use std::cell::Cell;
 
 use crate::aligned::Aligned;
+use crate::crew::Crew;
 use crate::linalg::dot;
 
 mod narrow;
@@ -43,11 +44,11 @@ pub struct LogisticFit {
     pub loss: f64,
 }
 
-/// Rows × columns below which the fit runs on the calling thread (about four chunks' worth of
-/// work at d = 16: each pass then takes a few microseconds, and handing half of it to another
-/// thread costs as much, more when that core is busy). Above it the whole
-/// fit runs on one pool thread (unless rayon has a single thread) and each pass splits its
-/// chunks by `join`. The chunking (and so every result bit) is the same either way.
+/// Rows × columns below which [`fit`] runs on the calling thread alone (about four chunks'
+/// worth of work at d = 16). Above it [`fit`] runs in a [`Crew`] of the whole rayon pool: one
+/// round trip into the pool for the fit, then every pass spreads its chunks over the crew.
+/// Callers that already hold a crew (the simulator's rounds) use [`fit_in`] at any size. The
+/// chunking, and so every result bit, is the same either way.
 const PAR_MIN_ELEMS: usize = 1 << 15;
 
 /// Fits the model to `x` (`n × d`, row-major) and labels `y` (n values in [0, 1]).
@@ -61,6 +62,31 @@ const PAR_MIN_ELEMS: usize = 1 << 15;
 /// # Errors
 /// [`FitError`] on shape mismatch, invalid labels or non-convergence (200 iterations).
 pub fn fit(x: &[f64], d: usize, y: &[f64], ridge: f64) -> Result<LogisticFit, FitError> {
+    validate(x, d, y, ridge)?;
+    if y.len() * (d + 1) >= PAR_MIN_ELEMS && rayon::current_num_threads() > 1 {
+        Crew::scope(|crew| fit_valid(crew, x, d, y, ridge))
+    } else {
+        fit_valid(&Crew::serial(), x, d, y, ridge)
+    }
+}
+
+/// [`fit`] with its row passes spread over `crew` (whatever the size): the same result, bit for
+/// bit, for every crew.
+///
+/// # Errors
+/// As [`fit`].
+pub fn fit_in(
+    crew: &Crew,
+    x: &[f64],
+    d: usize,
+    y: &[f64],
+    ridge: f64,
+) -> Result<LogisticFit, FitError> {
+    validate(x, d, y, ridge)?;
+    fit_valid(crew, x, d, y, ridge)
+}
+
+fn validate(x: &[f64], d: usize, y: &[f64], ridge: f64) -> Result<(), FitError> {
     let n = y.len();
     if d == 0 || x.len() != n * d {
         return Err(FitError::Shape(format!(
@@ -74,43 +100,49 @@ pub fn fit(x: &[f64], d: usize, y: &[f64], ridge: f64) -> Result<LogisticFit, Fi
     if !(ridge >= 0.0 && ridge.is_finite()) {
         return Err(FitError::Invalid(format!("ridge must be ≥ 0, got {ridge}")));
     }
-    let p = d + 1;
-    let par = n * p >= PAR_MIN_ELEMS && rayon::current_num_threads() > 1;
-    let run = || {
-        if d <= narrow::MAX_D {
-            fit_impl(narrow::FeatureMajor::new(x, d, par), d, y, ridge)
-        } else {
-            fit_impl(RowMajor::new(x, d, par), d, y, ridge)
-        }
-    };
-    if par && rayon::current_thread_index().is_none() {
-        // Run the whole fit on a pool thread: its parallel passes then split by `join`, and a
-        // half that no idle thread takes runs on the same thread, without a round trip from
-        // this thread into the pool per pass.
-        return rayon::scope(|_| run());
+    Ok(())
+}
+
+fn fit_valid(
+    crew: &Crew,
+    x: &[f64],
+    d: usize,
+    y: &[f64],
+    ridge: f64,
+) -> Result<LogisticFit, FitError> {
+    if d <= narrow::MAX_D {
+        fit_impl(
+            crew,
+            &mut narrow::FeatureMajor::new(crew, x, d),
+            d,
+            y,
+            ridge,
+        )
+    } else {
+        fit_impl(crew, &mut RowMajor::new(x, d), d, y, ridge)
     }
-    run()
 }
 
 /// The design matrix `X̃ = [X 1]` in the layout one of the fit's kernels reads, with the
 /// passes of a Newton iteration over it. Rows beyond n in the per-row buffers are padding:
-/// their σ and label are 0, so their weight and residual are 0.
-trait Design: std::fmt::Debug {
+/// their σ and label are 0, so their weight and residual are 0. Both layouts cut the rows into
+/// chunks of [`CHUNK`], the units of work of a [`Crew`].
+trait Design: std::fmt::Debug + Sync {
     /// Length of the per-row buffers (`≥ n`).
     fn padded_rows(&self) -> usize;
     /// Gradient and upper triangle of the Hessian (`p × p` row-major) of the objective at
     /// `theta`, where `sig_i = σ(z_i)` and `y` holds the labels (both padded).
     fn grad_hess(
         &mut self,
+        crew: &Crew,
         y: &[f64],
         sig: &[f64],
         theta: &[f64],
         ridge: f64,
     ) -> (Vec<f64>, Vec<f64>);
-    /// `dz_i = ⟨δ_w, x_i⟩ + δ_c` for the step `δ = (δ_w, δ_c)` (padded).
-    fn margin_change(&self, step: &[f64], dz: &mut [f64]);
-    /// Whether the row passes run on rayon.
-    fn par(&self) -> bool;
+    /// `dz_i = ⟨δ_w, x_i⟩ + δ_c` for the step `δ = (δ_w, δ_c)` on the padded rows of chunk `c`
+    /// (`dz` holds that chunk's rows).
+    fn margin_chunk(&self, c: usize, step: &[f64], dz: &mut [f64]);
 }
 
 /// Row-major `X` as given: Hessian by [`weighted_gram_upper`]'s register tiles.
@@ -118,19 +150,17 @@ trait Design: std::fmt::Debug {
 struct RowMajor<'a> {
     x: &'a [f64],
     d: usize,
-    par: bool,
     /// Row weights σ'(z_i) and residuals σ(z_i) − ℓ_i of the current iterate.
     wt: Vec<f64>,
     res: Vec<f64>,
 }
 
 impl<'a> RowMajor<'a> {
-    fn new(x: &'a [f64], d: usize, par: bool) -> Self {
+    fn new(x: &'a [f64], d: usize) -> Self {
         let n = x.len() / d;
         Self {
             x,
             d,
-            par,
             wt: vec![0.0; n],
             res: vec![0.0; n],
         }
@@ -143,28 +173,28 @@ impl Design for RowMajor<'_> {
     }
     fn grad_hess(
         &mut self,
+        crew: &Crew,
         y: &[f64],
         sig: &[f64],
         theta: &[f64],
         ridge: f64,
     ) -> (Vec<f64>, Vec<f64>) {
         grad_hess_at(
+            crew,
             self.x,
             self.d,
             y,
             sig,
             theta,
             ridge,
-            self.par,
             &mut self.wt,
             &mut self.res,
         )
     }
-    fn margin_change(&self, step: &[f64], dz: &mut [f64]) {
-        margin_change(self.x, self.d, step, dz, self.par);
-    }
-    fn par(&self) -> bool {
-        self.par
+    fn margin_chunk(&self, c: usize, step: &[f64], dz: &mut [f64]) {
+        let d = self.d;
+        let x = &self.x[c * CHUNK * d..(c * CHUNK + dz.len()) * d];
+        margin_rows(x, d, step, dz);
     }
 }
 
@@ -207,11 +237,10 @@ impl<'a> HessianPass<'a> {
                 sig.len()
             )));
         }
-        let par = n * (d + 1) >= PAR_MIN_ELEMS && rayon::current_num_threads() > 1;
         let design = if d <= narrow::MAX_D {
-            Layout::Narrow(narrow::FeatureMajor::new(x, d, par))
+            Layout::Narrow(narrow::FeatureMajor::new(&Crew::serial(), x, d))
         } else {
-            Layout::Rows(RowMajor::new(x, d, par))
+            Layout::Rows(RowMajor::new(x, d))
         };
         let rows = match &design {
             Layout::Rows(r) => r.padded_rows(),
@@ -226,62 +255,91 @@ impl<'a> HessianPass<'a> {
     /// Gradient (length d + 1) and upper triangle of the Hessian (`(d+1) × (d+1)`, row-major)
     /// of the unpenalised objective at `theta`.
     pub fn run(&mut self, theta: &[f64]) -> (Vec<f64>, Vec<f64>) {
+        self.run_in(&Crew::serial(), theta)
+    }
+
+    /// [`HessianPass::run`] with the chunks spread over `crew`, as [`fit_in`] runs it.
+    pub fn run_in(&mut self, crew: &Crew, theta: &[f64]) -> (Vec<f64>, Vec<f64>) {
         match &mut self.design {
-            Layout::Rows(r) => r.grad_hess(&self.y, &self.sig, theta, 0.0),
-            Layout::Narrow(f) => f.grad_hess(&self.y, &self.sig, theta, 0.0),
+            Layout::Rows(r) => r.grad_hess(crew, &self.y, &self.sig, theta, 0.0),
+            Layout::Narrow(f) => f.grad_hess(crew, &self.y, &self.sig, theta, 0.0),
         }
     }
 }
 
 /// The Newton iterations of [`fit`] on validated input.
 fn fit_impl(
-    mut design: impl Design,
+    crew: &Crew,
+    design: &mut impl Design,
     d: usize,
     labels: &[f64],
     ridge: f64,
 ) -> Result<LogisticFit, FitError> {
-    let (n, p, par) = (labels.len(), d + 1, design.par());
+    let (n, p) = (labels.len(), d + 1);
     let rows = design.padded_rows();
-    let mut y = Aligned::zeros(rows);
+    let mut ws = WORKSPACE.with(Cell::take).unwrap_or_default();
+    let Workspace {
+        y,
+        z,
+        z_cand,
+        dz,
+        sig,
+        sig_cand,
+    } = &mut *ws;
+    for buf in [
+        &mut *y,
+        &mut *z,
+        &mut *z_cand,
+        &mut *dz,
+        &mut *sig,
+        &mut *sig_cand,
+    ] {
+        buf.resize(rows);
+    }
+    // Labels, and σ(z_i) (a by-product of each loss evaluation, reused by the next gradient
+    // and Hessian) are 0 on the padding rows, which the loss never writes.
     y[..n].copy_from_slice(labels);
+    for buf in [&mut *y, &mut *sig, &mut *sig_cand] {
+        buf[n..].fill(0.0);
+    }
     let mut theta = vec![0.0; p];
-    // Margins at θ = 0.
-    let mut z = Aligned::zeros(rows);
-    let mut z_cand = Aligned::zeros(rows);
-    let mut dz = Aligned::zeros(rows);
-    // σ(z_i), a by-product of each loss evaluation, reused by the next gradient and Hessian
-    // (0 on the padding rows, which the loss never writes).
-    let mut sig = Aligned::zeros(rows);
-    let mut sig_cand = Aligned::zeros(rows);
     let mut chol = vec![0.0; p * p];
+    let (mut z, mut z_cand, mut sig, mut sig_cand) = (z, z_cand, sig, sig_cand);
     let y = &y[..];
-    let mut loss = data_loss(
-        &dz[..n],
-        &dz[..n],
-        0.0,
-        &y[..n],
-        &mut z[..n],
-        &mut sig[..n],
-        par,
-    );
+    // Margins and σ at θ = 0.
+    let mut loss = initial_loss(&mut z[..n], &mut sig[..n]);
     for iter in 1..=200 {
-        let (grad, hess) = design.grad_hess(y, &sig, &theta, ridge);
+        let (grad, hess) = design.grad_hess(crew, y, sig, &theta, ridge);
         let step = newton_step(&hess, &grad, &mut chol);
         let slope = dot(&grad, &step);
-        design.margin_change(&step, &mut dz);
         let mut t = 1.0;
         let mut accepted = false;
-        for _ in 0..60 {
+        for trial in 0..60 {
             let cand: Vec<f64> = theta.iter().zip(&step).map(|(a, s)| a + t * s).collect();
-            let l = data_loss(
-                &z[..n],
-                &dz[..n],
-                t,
-                &y[..n],
-                &mut z_cand[..n],
-                &mut sig_cand[..n],
-                par,
-            ) + 0.5 * ridge * dot(&cand[..d], &cand[..d]);
+            let data = if trial == 0 {
+                // The margin change X̃δ and the first trial (t = 1) in one pass per chunk.
+                margin_and_loss(
+                    crew,
+                    &*design,
+                    &step,
+                    &z[..n],
+                    &mut dz[..],
+                    &y[..n],
+                    &mut z_cand[..n],
+                    &mut sig_cand[..n],
+                )
+            } else {
+                data_loss(
+                    crew,
+                    &z[..n],
+                    &dz[..n],
+                    t,
+                    &y[..n],
+                    &mut z_cand[..n],
+                    &mut sig_cand[..n],
+                )
+            };
+            let l = data + 0.5 * ridge * dot(&cand[..d], &cand[..d]);
             if l <= loss + 1e-4 * t * slope {
                 theta = cand;
                 std::mem::swap(&mut z, &mut z_cand);
@@ -295,6 +353,7 @@ fn fit_impl(
         let step_norm = t * dot(&step, &step).sqrt();
         if !accepted || step_norm < 1e-10 {
             // No decrease possible at machine precision: we are at the optimum.
+            WORKSPACE.with(|w| w.set(Some(ws)));
             return Ok(LogisticFit {
                 w: theta[..d].to_vec(),
                 intercept: theta[d],
@@ -303,7 +362,26 @@ fn fit_impl(
             });
         }
     }
+    WORKSPACE.with(|w| w.set(Some(ws)));
     Err(FitError::NoConvergence(200))
+}
+
+/// The per-row buffers of a fit, kept by the calling thread for its next fit. Allocating and
+/// zeroing them on every fit put every line of them in the caller's cache, and the helpers of
+/// a [`Crew`] then fetched their half of the rows back on each pass: a fit at d = 16,
+/// n = 10³ ran 40 % slower on the helper than on the caller.
+#[derive(Debug, Default)]
+struct Workspace {
+    y: Aligned,
+    z: Aligned,
+    z_cand: Aligned,
+    dz: Aligned,
+    sig: Aligned,
+    sig_cand: Aligned,
+}
+
+thread_local! {
+    static WORKSPACE: Cell<Option<Box<Workspace>>> = const { Cell::new(None) };
 }
 
 /// Solves `H δ = −g` for the symmetric `H` given by its upper triangle (`p × p` row-major,
@@ -374,28 +452,33 @@ fn cholesky_upper_in_place(a: &mut [f64], p: usize) -> bool {
     true
 }
 
-/// Maps `f` over the fixed row chunks of `x` and `y` (and of `v`, `CHUNK` rows each), in
-/// parallel when `par`, and returns the per-chunk results in chunk order.
-fn map_chunks<T: Send>(
-    x: &[f64],
-    d: usize,
-    y: &[f64],
-    v: &[f64],
-    par: bool,
-    f: impl Fn(&[f64], &[f64], &[f64]) -> T + Sync + Send,
-) -> Vec<T> {
-    if par {
-        x.par_chunks(CHUNK * d)
-            .zip(y.par_chunks(CHUNK))
-            .zip(v.par_chunks(CHUNK))
-            .map(|((xc, yc), vc)| f(xc, yc, vc))
-            .collect()
-    } else {
-        x.chunks(CHUNK * d)
-            .zip(y.chunks(CHUNK))
-            .zip(v.chunks(CHUNK))
-            .map(|((xc, yc), vc)| f(xc, yc, vc))
-            .collect()
+/// One chunk's share of a loss evaluation: its trial margins and σ (written) and its partial
+/// sum.
+struct LossPart<'a> {
+    zc: &'a mut [f64],
+    sig: &'a mut [f64],
+    sum: f64,
+}
+
+/// The chunks of a loss evaluation.
+fn loss_parts<'a>(zc: &'a mut [f64], sig: &'a mut [f64]) -> Vec<LossPart<'a>> {
+    zc.chunks_mut(CHUNK)
+        .zip(sig.chunks_mut(CHUNK))
+        .map(|(zc, sig)| LossPart { zc, sig, sum: 0.0 })
+        .collect()
+}
+
+impl LossPart<'_> {
+    /// Evaluates chunk c, whose rows' `z`, `dz` and `y` are given.
+    fn eval(&mut self, z: &[f64], dz: &[f64], t: f64, y: &[f64]) {
+        self.sum = pulp::Arch::new().dispatch(LossChunk {
+            z,
+            dz,
+            t,
+            y,
+            zc: self.zc,
+            sig: self.sig,
+        });
     }
 }
 
@@ -407,42 +490,65 @@ fn map_chunks<T: Send>(
 /// ζ ≥ 0, `e/(1 + e)` otherwise, so one exponential serves both; `exp` and `ln` are the
 /// vectorisable kernels of [`crate::vmath`].
 fn data_loss(
+    crew: &Crew,
     z: &[f64],
     dz: &[f64],
     t: f64,
     y: &[f64],
     zc: &mut [f64],
     sig: &mut [f64],
-    par: bool,
 ) -> f64 {
-    let part = |z: &[f64], dz: &[f64], y: &[f64], zc: &mut [f64], sig: &mut [f64]| {
-        pulp::Arch::new().dispatch(LossChunk {
-            z,
-            dz,
-            t,
-            y,
-            zc,
-            sig,
+    let mut parts = loss_parts(zc, sig);
+    crew.for_each_mut(&mut parts, |c, part| {
+        let rows = c * CHUNK..c * CHUNK + part.zc.len();
+        part.eval(&z[rows.clone()], &dz[rows.clone()], t, &y[rows]);
+    });
+    parts.iter().map(|p| p.sum).sum()
+}
+
+/// [`data_loss`] at θ = 0, where every margin is 0 (written to `zc`), σ = 1/2 and every row's
+/// loss is `ln 2` (`max(0, 0) + ln(1 + e⁰) − ℓ·0`, the same bits as the kernel gives): the
+/// chunks' sums of n copies of `vmath::ln(2)` without evaluating a row.
+fn initial_loss(zc: &mut [f64], sig: &mut [f64]) -> f64 {
+    zc.fill(0.0);
+    sig.fill(0.5);
+    let ln2 = crate::vmath::ln(2.0);
+    let n = zc.len();
+    (0..n.div_ceil(CHUNK))
+        .map(|c| {
+            let m = CHUNK.min(n - c * CHUNK);
+            let mut acc = [0.0f64; 8];
+            for i in 0..m {
+                acc[i % 8] += ln2;
+            }
+            ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
         })
-    };
-    let parts: Vec<f64> = if par && z.len() >= 2 * CHUNK {
-        z.par_chunks(CHUNK)
-            .zip(dz.par_chunks(CHUNK))
-            .zip(y.par_chunks(CHUNK))
-            .zip(zc.par_chunks_mut(CHUNK))
-            .zip(sig.par_chunks_mut(CHUNK))
-            .map(|((((z, dz), y), zc), sig)| part(z, dz, y, zc, sig))
-            .collect()
-    } else {
-        z.chunks(CHUNK)
-            .zip(dz.chunks(CHUNK))
-            .zip(y.chunks(CHUNK))
-            .zip(zc.chunks_mut(CHUNK))
-            .zip(sig.chunks_mut(CHUNK))
-            .map(|((((z, dz), y), zc), sig)| part(z, dz, y, zc, sig))
-            .collect()
-    };
-    parts.iter().sum()
+        .sum()
+}
+
+/// `dz = X̃δ` on every padded row, then [`data_loss`] at t = 1, in one pass per chunk.
+#[allow(clippy::too_many_arguments)]
+fn margin_and_loss(
+    crew: &Crew,
+    design: &impl Design,
+    step: &[f64],
+    z: &[f64],
+    dz: &mut [f64],
+    y: &[f64],
+    zc: &mut [f64],
+    sig: &mut [f64],
+) -> f64 {
+    // Padded and unpadded rows have the same number of chunks (CHUNK is a multiple of the
+    // row padding).
+    let mut parts: Vec<(&mut [f64], LossPart<'_>)> =
+        dz.chunks_mut(CHUNK).zip(loss_parts(zc, sig)).collect();
+    crew.for_each_mut(&mut parts, |c, (dz, part)| {
+        design.margin_chunk(c, step, dz);
+        let rows = c * CHUNK..c * CHUNK + part.zc.len();
+        let m = rows.len();
+        part.eval(&z[rows.clone()], &dz[..m], 1.0, &y[rows]);
+    });
+    parts.iter().map(|(_, p)| p.sum).sum()
 }
 
 /// One chunk of [`data_loss`].
@@ -488,26 +594,14 @@ impl pulp::WithSimd for LossChunk<'_> {
 }
 
 /// `dz_i = ⟨δ_w, x_i⟩ + δ_c` for the step `δ = (δ_w, δ_c)`.
-fn margin_change(x: &[f64], d: usize, step: &[f64], dz: &mut [f64], par: bool) {
-    let (sw, sc) = (&step[..d], step[d]);
-    let rows = |x: &[f64], out: &mut [f64]| {
-        pulp::Arch::new().dispatch(MarginRows {
-            x,
-            d,
-            w: sw,
-            c: sc,
-            out,
-        })
-    };
-    if par {
-        x.par_chunks(CHUNK * d)
-            .zip(dz.par_chunks_mut(CHUNK))
-            .for_each(|(xc, oc)| rows(xc, oc));
-    } else {
-        x.chunks(CHUNK * d)
-            .zip(dz.chunks_mut(CHUNK))
-            .for_each(|(xc, oc)| rows(xc, oc));
-    }
+fn margin_rows(x: &[f64], d: usize, step: &[f64], dz: &mut [f64]) {
+    pulp::Arch::new().dispatch(MarginRows {
+        x,
+        d,
+        w: &step[..d],
+        c: step[d],
+        out: dz,
+    });
 }
 
 /// `out_i = ⟨x_i, w⟩ + c` for the rows of `x`.
@@ -555,23 +649,24 @@ pub(crate) fn dot_lanes(x: &[f64], w: &[f64]) -> f64 {
 #[cfg(test)]
 fn grad_hess(x: &[f64], d: usize, y: &[f64], theta: &[f64], ridge: f64) -> (Vec<f64>, Vec<f64>) {
     let mut z = vec![0.0; y.len()];
-    margin_change(x, d, theta, &mut z, false);
+    margin_rows(x, d, theta, &mut z);
     let (mut zc, mut sig) = (vec![0.0; y.len()], vec![0.0; y.len()]);
-    data_loss(&z, &z, 0.0, y, &mut zc, &mut sig, false);
+    let crew = Crew::serial();
+    data_loss(&crew, &z, &z, 0.0, y, &mut zc, &mut sig);
     let (mut wt, mut res) = (vec![0.0; y.len()], vec![0.0; y.len()]);
-    grad_hess_at(x, d, y, &sig, theta, ridge, false, &mut wt, &mut res)
+    grad_hess_at(&crew, x, d, y, &sig, theta, ridge, &mut wt, &mut res)
 }
 
 /// Gradient and Hessian of the objective at `theta`, where `sig_i = σ(z_i)`.
 #[allow(clippy::too_many_arguments)]
 fn grad_hess_at(
+    crew: &Crew,
     x: &[f64],
     d: usize,
     y: &[f64],
     sig: &[f64],
     theta: &[f64],
     ridge: f64,
-    par: bool,
     wt: &mut [f64],
     res: &mut [f64],
 ) -> (Vec<f64>, Vec<f64>) {
@@ -582,10 +677,13 @@ fn grad_hess_at(
         *w = s * (1.0 - s);
         *r = s - l;
     }
-    let parts = map_chunks(x, d, wt, res, par, |xc, wc, rc| {
+    let (wt, res) = (&*wt, &*res);
+    let parts = crew.map(wt.len().div_ceil(CHUNK), |c| {
+        let rows = c * CHUNK..wt.len().min((c + 1) * CHUNK);
+        let xc = &x[rows.start * d..rows.end * d];
         let mut g = vec![0.0; p];
         let mut h = vec![0.0; p * p];
-        gram_upper_into(xc, d, wc, Some(rc), &mut h, &mut g);
+        gram_upper_into(xc, d, &wt[rows.clone()], Some(&res[rows]), &mut h, &mut g);
         (g, h)
     });
     let mut grad = vec![0.0; p];
@@ -1029,11 +1127,12 @@ mod tests {
         ] {
             let rows = usize::div_ceil(n, 8) * 8;
             let (x, sig, y) = design_data(n, d, rows, (n * 100 + d) as u64);
-            let mut fm = narrow::FeatureMajor::new(&x, d, false);
+            let crew = Crew::serial();
+            let mut fm = narrow::FeatureMajor::new(&crew, &x, d);
             assert_eq!(fm.padded_rows(), rows);
             let p = d + 1;
             let theta: Vec<f64> = (0..p).map(|a| 0.1 * a as f64 - 0.5).collect();
-            let (grad, upper) = fm.grad_hess(&y, &sig, &theta, ridge);
+            let (grad, upper) = fm.grad_hess(&crew, &y, &sig, &theta, ridge);
             let xt = |i: usize, a: usize| if a < d { x[i * d + a] } else { 1.0 };
             for a in 0..p {
                 let mut g: f64 = (0..n).map(|i| (sig[i] - y[i]) * xt(i, a)).sum();
@@ -1063,7 +1162,7 @@ mod tests {
                 }
             }
             let mut dz = vec![f64::NAN; rows];
-            fm.margin_change(&theta, &mut dz);
+            margin_all(&fm, &theta, &mut dz);
             for i in 0..n {
                 let want: f64 = (0..p).map(|a| theta[a] * xt(i, a)).sum();
                 assert!(
@@ -1074,26 +1173,68 @@ mod tests {
         }
     }
 
+    /// `X̃θ` on every padded row, chunk by chunk.
+    fn margin_all(design: &impl Design, theta: &[f64], dz: &mut [f64]) {
+        for (c, out) in dz.chunks_mut(CHUNK).enumerate() {
+            design.margin_chunk(c, theta, out);
+        }
+    }
+
     #[test]
     fn feature_major_passes_are_the_same_serial_or_parallel() {
         let (n, d) = (3000, 13);
         let rows = 3000;
         let (x, sig, y) = design_data(n, d, rows, 9);
         let theta: Vec<f64> = (0..=d).map(|a| 0.05 * a as f64).collect();
-        let run = |par: bool| {
-            let mut fm = narrow::FeatureMajor::new(&x, d, par);
-            let gh = fm.grad_hess(&y, &sig, &theta, 1e-3);
+        let run = |crew: &Crew| {
+            let mut fm = narrow::FeatureMajor::new(crew, &x, d);
+            let gh = fm.grad_hess(crew, &y, &sig, &theta, 1e-3);
             let mut dz = vec![0.0; rows];
-            fm.margin_change(&theta, &mut dz);
+            margin_all(&fm, &theta, &mut dz);
             (gh, dz)
         };
-        let serial = run(false);
+        let serial = run(&Crew::serial());
         for threads in [2, 3] {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
                 .build()
                 .unwrap();
-            assert_eq!(pool.install(|| run(true)), serial, "{threads} threads");
+            let crewed = pool.install(|| Crew::scope(|crew| run(crew)));
+            assert_eq!(crewed, serial, "{threads} threads");
+        }
+    }
+
+    #[test]
+    fn fits_are_the_same_on_any_crew() {
+        // The simulator's size (two chunks), a ragged one, and the row-major layout.
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(12);
+        for (n, d) in [(1000, 16), (1700, 5), (1200, 40)] {
+            let w: Vec<f64> = (0..d)
+                .map(|_| 0.4 * rng.sample::<f64, _>(StandardNormal))
+                .collect();
+            let x: Vec<f64> = (0..n * d).map(|_| rng.sample(StandardNormal)).collect();
+            let y: Vec<f64> = x
+                .chunks_exact(d)
+                .map(|xi| f64::from(rng.gen::<f64>() < sigmoid(dot(xi, &w) - 0.3)))
+                .collect();
+            let serial = fit_in(&Crew::serial(), &x, d, &y, 1e-3).unwrap();
+            for threads in [2, 3] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                // Many fits in one crew, as the simulator runs them.
+                let all = pool.install(|| {
+                    Crew::scope(|crew| {
+                        (0..20)
+                            .map(|_| fit_in(crew, &x, d, &y, 1e-3).unwrap())
+                            .collect::<Vec<_>>()
+                    })
+                });
+                for f in all {
+                    assert_eq!(f, serial, "n={n} d={d}, {threads} threads");
+                }
+            }
         }
     }
 
@@ -1109,8 +1250,16 @@ mod tests {
                 .chunks_exact(d)
                 .map(|xi| f64::from(rng.gen::<f64>() < sigmoid(dot(xi, &w) + 0.2)))
                 .collect();
-            let narrow = fit_impl(narrow::FeatureMajor::new(&x, d, false), d, &y, 1e-3).unwrap();
-            let rows = fit_impl(RowMajor::new(&x, d, false), d, &y, 1e-3).unwrap();
+            let crew = Crew::serial();
+            let narrow = fit_impl(
+                &crew,
+                &mut narrow::FeatureMajor::new(&crew, &x, d),
+                d,
+                &y,
+                1e-3,
+            )
+            .unwrap();
+            let rows = fit_impl(&crew, &mut RowMajor::new(&x, d), d, &y, 1e-3).unwrap();
             for (a, b) in narrow.w.iter().zip(&rows.w) {
                 assert!((a - b).abs() < 1e-8, "d={d}: {a} vs {b}");
             }

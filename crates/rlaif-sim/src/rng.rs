@@ -132,7 +132,9 @@ fn box_muller(radius: u64, angle: u64) -> (f64, f64) {
     const ONE: u64 = 0x3FF0_0000_0000_0000;
     // u ∈ (0, 1]: 2 − [1, 2) on a 2^-52 grid.
     let u = 2.0 - f64::from_bits(ONE | (radius >> 12));
-    let rho = vmath::sqrt((-2.0 * vmath::ln(u)).abs());
+    // The IEEE square root (correctly rounded, so the same on every instruction set; it
+    // replaced a Newton iteration that gave the same bits on 5·10⁷ radii and took longer).
+    let rho = (-2.0 * vmath::ln(u)).abs().sqrt();
     let q = angle >> 62;
     let phi = (f64::from_bits(ONE | ((angle << 2) >> 12)) - 1.5) * std::f64::consts::FRAC_PI_2;
     let (sp, cp) = vmath::sin_cos_quarter(phi);
@@ -169,6 +171,40 @@ fn normal_group(stream: &CounterStream, g: u64, out: &mut [f64; NORMAL_GROUP]) {
     }
 }
 
+/// Normal groups computed together by [`FillNormal`].
+const STEP_GROUPS: usize = 2;
+
+/// Groups `g .. g + STEP_GROUPS` of normals into `out`, the same numbers as that many calls of
+/// [`normal_group`].
+#[inline(always)]
+fn normal_groups(stream: &CounterStream, g: u64, out: &mut [f64; STEP_GROUPS * NORMAL_GROUP]) {
+    let mut radius = [0u64; STEP_GROUPS * LANES];
+    let mut angle = [0u64; STEP_GROUPS * LANES];
+    let base = stream
+        .start
+        .wrapping_add(stream.gamma.wrapping_mul(g * NORMAL_GROUP as u64 + 1));
+    for h in 0..STEP_GROUPS {
+        let hb = base.wrapping_add(stream.gamma.wrapping_mul((h * NORMAL_GROUP) as u64));
+        for l in 0..LANES {
+            radius[h * LANES + l] = mix64(hb.wrapping_add(stream.gamma.wrapping_mul(l as u64)));
+            angle[h * LANES + l] =
+                mix64(hb.wrapping_add(stream.gamma.wrapping_mul((LANES + l) as u64)));
+        }
+    }
+    let mut cs = [0.0f64; STEP_GROUPS * LANES];
+    let mut sn = [0.0f64; STEP_GROUPS * LANES];
+    for l in 0..STEP_GROUPS * LANES {
+        let (c, s) = box_muller(radius[l], angle[l]);
+        cs[l] = c;
+        sn[l] = s;
+    }
+    for h in 0..STEP_GROUPS {
+        let o = &mut out[h * NORMAL_GROUP..(h + 1) * NORMAL_GROUP];
+        o[..LANES].copy_from_slice(&cs[h * LANES..(h + 1) * LANES]);
+        o[LANES..].copy_from_slice(&sn[h * LANES..(h + 1) * LANES]);
+    }
+}
+
 struct FillNormal<'a> {
     stream: CounterStream,
     first: u64,
@@ -194,6 +230,18 @@ impl pulp::WithSimd for FillNormal<'_> {
         }
         let (_, rest) = out.split_at_mut(head);
         let mut g = (first + head as u64) / group;
+        // Two groups per step: their instructions interleave, so that the long dependency
+        // chain of one group (two 64-bit multiplies, a division, a square root) overlaps the
+        // other's (80 → 62 µs for 40 960 normals on one core; three or four groups spill
+        // registers).
+        let mut pairs = rest.chunks_exact_mut(STEP_GROUPS * NORMAL_GROUP);
+        for chunk in &mut pairs {
+            let chunk: &mut [f64; STEP_GROUPS * NORMAL_GROUP] =
+                chunk.try_into().expect("chunk of STEP_GROUPS groups");
+            normal_groups(&stream, g, chunk);
+            g += STEP_GROUPS as u64;
+        }
+        let rest = pairs.into_remainder();
         let mut chunks = rest.chunks_exact_mut(NORMAL_GROUP);
         for chunk in &mut chunks {
             let chunk: &mut [f64; NORMAL_GROUP] = chunk.try_into().expect("group-sized chunk");

@@ -13,6 +13,12 @@
 //!
 //! Population mode replaces steps 1–4 with `ŵ = βj`.
 //!
+//! The policy's mean shift `W Σ_z Wᵀ b + s² b` is the same for both responses of a pair, so
+//! `Δh = W L (ξ₁ − ξ₂) + s (ζ₁ − ζ₂)` and the labels do not depend on b: steps 1–4 of round t
+//! depend only on the seed and t. [`simulate`] uses this to fit the rounds of a small run in
+//! parallel, each thread sampling and fitting whole rounds, and then applies steps 5–6 in round
+//! order: the same numbers as the loop above, bit for bit.
+//!
 //! Randomness: every block of [`PAIRS_PER_BLOCK`] pairs draws from its own counter-based
 //! stream ([`CounterStream`], SplitMix64 keyed by (seed, round, block), filled eight words at a
 //! time), and blocks are written to fixed slots, so a run is bit-identical whatever the number
@@ -26,6 +32,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::agreement::agree_deterministic;
+use crate::crew::Crew;
 use crate::linalg::{axpy, dot, scaled};
 use crate::logistic::{self, FitError};
 use crate::model::LatentModel;
@@ -107,7 +114,8 @@ pub struct SimTrace {
     pub population: Trajectory,
 }
 
-/// Runs RLAIF from the default tilt `g` with judgment direction `j`.
+/// Runs RLAIF from the default tilt `g` with judgment direction `j` (module docs: the rounds'
+/// reward models are fitted in parallel, then the policy moves round by round).
 ///
 /// # Errors
 /// [`FitError`] if a round's logistic fit fails.
@@ -118,21 +126,24 @@ pub fn simulate(
     cfg: &SimConfig,
 ) -> Result<SimTrace, FitError> {
     let eta = cfg.beta / cfg.tau;
+    // The reward model of every round: ŵ_t = βj in the population mode; by Monte Carlo, a fit
+    // to round t's pairs, which do not depend on the policy (see `sample_labelled_pairs`), so
+    // the rounds' fits are independent of each other and of b.
+    let fits: Vec<(Vec<f64>, Option<usize>)> = match cfg.mode {
+        Mode::Population => (0..cfg.rounds)
+            .map(|_| (scaled(j, cfg.beta), None))
+            .collect(),
+        Mode::MonteCarlo => monte_carlo_fits(m, j, cfg)?
+            .into_iter()
+            .map(|f| (f.w, Some(f.iterations)))
+            .collect(),
+    };
+    // Steps 5 and 6 in round order.
     let mut b = g.to_vec();
     let mut records = vec![record(m, &b, 0, None, None, cfg)];
-    let mut dh = vec![0.0; cfg.pairs * m.d()];
-    let mut labels = vec![0.0; cfg.pairs];
-    for t in 1..=cfg.rounds {
-        let (w_hat, iters) = match cfg.mode {
-            Mode::Population => (scaled(j, cfg.beta), None),
-            Mode::MonteCarlo => {
-                sample_labelled_pairs(m, &b, j, cfg, t, &mut dh, &mut labels);
-                let f = logistic::fit(&dh, m.d(), &labels, cfg.ridge)?;
-                (f.w, Some(f.iterations))
-            }
-        };
-        axpy(1.0 / cfg.tau, &w_hat, &mut b);
-        records.push(record(m, &b, t, Some(&w_hat), iters, cfg));
+    for (t, (w_hat, iters)) in fits.iter().enumerate() {
+        axpy(1.0 / cfg.tau, w_hat, &mut b);
+        records.push(record(m, &b, t + 1, Some(w_hat), *iters, cfg));
     }
     let population = population_trajectory(m, g, j, eta, cfg.rounds);
     Ok(SimTrace {
@@ -141,6 +152,56 @@ pub fn simulate(
         records,
         population,
     })
+}
+
+/// Steps 1–4 of every round: the reward models `(ŵ_t, ĉ_t)`, t = 1..T, in round order.
+///
+/// Small rounds (n (d + 1) below [`ROUND_PARALLEL_MAX_ELEMS`]) run whole, one per unit of a
+/// crew: each thread samples and fits its own rounds, with no hand-off inside a round (a
+/// round at d = 16, n = 10³ is about thirty passes of 1–6 µs, too short to split). Larger
+/// rounds run one after the other, each pass spread over the crew. Either way the fits are the
+/// same, bit for bit, on any number of threads.
+fn monte_carlo_fits(
+    m: &LatentModel,
+    j: &[f64],
+    cfg: &SimConfig,
+) -> Result<Vec<logistic::LogisticFit>, FitError> {
+    let (n, d) = (cfg.pairs, m.d());
+    let one_round = |crew: &Crew, t: usize, dh: &mut Vec<f64>, labels: &mut Vec<f64>| {
+        dh.resize(n * d, 0.0);
+        labels.resize(n, 0.0);
+        sample_labelled_pairs_in(crew, m, j, cfg, t, dh, labels);
+        logistic::fit_in(crew, dh, d, labels, cfg.ridge)
+    };
+    Crew::scope(|crew| {
+        if n * (d + 1) < ROUND_PARALLEL_MAX_ELEMS {
+            crew.map(cfg.rounds, |r| {
+                ROUND_BUFFERS.with(|cell| {
+                    let (mut dh, mut labels) = cell.take();
+                    let fit = one_round(&Crew::serial(), r + 1, &mut dh, &mut labels);
+                    cell.set((dh, labels));
+                    fit
+                })
+            })
+            .into_iter()
+            .collect()
+        } else {
+            let (mut dh, mut labels) = (Vec::new(), Vec::new());
+            (1..=cfg.rounds)
+                .map(|t| one_round(crew, t, &mut dh, &mut labels))
+                .collect()
+        }
+    })
+}
+
+/// Pairs × (d + 1) below which [`simulate`] runs whole rounds in parallel (about d = 16,
+/// n = 2000); each thread then holds one round's pairs.
+const ROUND_PARALLEL_MAX_ELEMS: usize = 1 << 15;
+
+thread_local! {
+    /// The pairs and labels of the last round this thread ran whole, kept for its next one.
+    static ROUND_BUFFERS: std::cell::Cell<(Vec<f64>, Vec<f64>)> =
+        const { std::cell::Cell::new((Vec::new(), Vec::new())) };
 }
 
 fn record(
@@ -184,23 +245,50 @@ fn stream(seed: u64, round: usize, purpose: u64, block: usize) -> ChaCha8Rng {
     rng
 }
 
-/// Steps 1–3: fills `dh` (`n × d`) and `labels` (n) for round `round` under policy tilt `b`.
+/// Steps 1–3: fills `dh` (`n × d`) and `labels` (n) for round `round`.
 ///
 /// Block `B` of [`PAIRS_PER_BLOCK`] pairs (`r` pairs; the last block may be shorter) reads the
 /// stream `CounterStream::new(seed, stream_id(round, 0, B))`: standard normals
 /// `0 .. rk` are the `ξ` of the first responses of its pairs (pair by pair, k each),
 /// `rk .. 2rk` those of the second responses, `2rk .. 2rk + rd` the `ζ` of the first responses,
 /// `2rk + rd .. 2rk + 2rd` those of the second; the label uniforms are words `N .. N + r` with
-/// `N = 2r(k + d)` rounded up to a whole normal group. Every response is then formed as
-/// `h = W z + m_ε + s ζ` with `z = m_z + L ξ` (`m_z = μ₀ + Σ_z Wᵀ b`, `m_ε = s² b`), computed
-/// as `h = c + M ξ + s ζ` with `M = W L` and `c = W m_z + m_ε` formed once per call; then
-/// `Δh = h₁ − h₂` and `ℓ = [u < σ(β⟨j, Δh⟩ + b_pos)]`. The draws are vectorised fills and each
-/// pair is one pass of a SIMD kernel chosen at run time; nothing is allocated per sample.
+/// `N = 2r(k + d)` rounded up to a whole normal group. The responses of a pair are
+/// `h_r = W z_r + m_ε + s ζ_r` with `z_r = m_z + L ξ_r` (`m_z = μ₀ + Σ_z Wᵀ b`, `m_ε = s² b`
+/// under policy tilt b), so their difference is
+///
+/// `Δh = h₁ − h₂ = M (ξ₁ − ξ₂) + s (ζ₁ − ζ₂)`, `M = W L`:
+///
+/// the policy's mean shift is common to both responses and cancels, and the pairs (hence the
+/// labels `ℓ = [u < σ(β⟨j, Δh⟩ + b_pos)]`) do not depend on b. `Δh` is computed in this form,
+/// which also avoids the cancellation of a large common mean late in a run. (So
+/// [`simulate`] can sample round t + 1 while round t is being fitted.) The draws are vectorised
+/// fills and each pair is one pass of a SIMD kernel chosen at run time; nothing is allocated
+/// per sample.
 /// Up to [`SERIAL_MAX_BLOCKS`] blocks (any number when rayon has one thread) run on the
 /// calling thread; the result is the same either way.
 pub fn sample_labelled_pairs(
     m: &LatentModel,
-    b: &[f64],
+    j: &[f64],
+    cfg: &SimConfig,
+    round: usize,
+    dh: &mut [f64],
+    labels: &mut [f64],
+) {
+    if labels.len().div_ceil(PAIRS_PER_BLOCK) <= SERIAL_MAX_BLOCKS
+        || rayon::current_num_threads() == 1
+    {
+        sample_labelled_pairs_in(&Crew::serial(), m, j, cfg, round, dh, labels);
+    } else {
+        Crew::scope(|crew| sample_labelled_pairs_in(crew, m, j, cfg, round, dh, labels));
+    }
+}
+
+/// [`sample_labelled_pairs`] with the blocks spread over `crew`: the same numbers for every
+/// crew.
+#[allow(clippy::too_many_arguments)]
+pub fn sample_labelled_pairs_in(
+    crew: &Crew,
+    m: &LatentModel,
     j: &[f64],
     cfg: &SimConfig,
     round: usize,
@@ -209,38 +297,26 @@ pub fn sample_labelled_pairs(
 ) {
     let d = m.d();
     let k = m.k();
-    let mz = m.tilted_z_mean(b);
     let s = m.s2().sqrt();
-    // c = W m_z + s² b; Mᵀ = (W L)ᵀ row-major (k × d), so that column a of M is a contiguous row.
-    let mut c = m.w().matvec(&mz);
-    axpy(m.s2(), b, &mut c);
+    // Mᵀ = (W L)ᵀ row-major (k × d), so that column a of M is a contiguous row.
     let mt = m.w().matmul(m.sigma_z_chol().l()).transpose();
     let pairs = Pairs {
         k,
         d,
-        c: &c,
         mt: mt.as_slice(),
         s,
         j,
         beta: cfg.beta,
         b_pos: cfg.b_pos,
     };
-    let block = |(bi, (h1, lab)): (usize, (&mut [f64], &mut [f64]))| {
+    let mut blocks: Vec<(&mut [f64], &mut [f64])> = dh
+        .chunks_mut(PAIRS_PER_BLOCK * d)
+        .zip(labels.chunks_mut(PAIRS_PER_BLOCK))
+        .collect();
+    crew.for_each_mut(&mut blocks, |bi, (h1, lab)| {
         let rng = CounterStream::new(cfg.seed, stream_id(round, 0, bi));
         pairs.block(&rng, h1, lab);
-    };
-    let n_blocks = labels.len().div_ceil(PAIRS_PER_BLOCK);
-    if n_blocks <= SERIAL_MAX_BLOCKS || rayon::current_num_threads() == 1 {
-        dh.chunks_mut(PAIRS_PER_BLOCK * d)
-            .zip(labels.chunks_mut(PAIRS_PER_BLOCK))
-            .enumerate()
-            .for_each(block);
-    } else {
-        dh.par_chunks_mut(PAIRS_PER_BLOCK * d)
-            .zip(labels.par_chunks_mut(PAIRS_PER_BLOCK))
-            .enumerate()
-            .for_each(block);
-    }
+    });
 }
 
 /// Blocks of pairs that [`sample_labelled_pairs`] draws on the calling thread.
@@ -250,7 +326,6 @@ pub const SERIAL_MAX_BLOCKS: usize = 1;
 struct Pairs<'a> {
     k: usize,
     d: usize,
-    c: &'a [f64],
     mt: &'a [f64],
     s: f64,
     j: &'a [f64],
@@ -264,8 +339,11 @@ impl Pairs<'_> {
         let (k, d) = (self.k, self.d);
         let rows = lab.len();
         let (rk, rd) = ((rows * k) as u64, (rows * d) as u64);
-        let mut xi = vec![0.0; 2 * rows * k];
-        let mut h2 = vec![0.0; rows * d];
+        // This thread's buffers for the block's ξ and second ζ, kept between blocks (every
+        // value is overwritten by the fills).
+        let (mut xi, mut h2) = BLOCK_BUFFERS.with(std::cell::Cell::take);
+        xi.resize(2 * rows * k, 0.0);
+        h2.resize(rows * d, 0.0);
         rng.fill_normal(0, &mut xi);
         rng.fill_normal(2 * rk, h1);
         rng.fill_normal(2 * rk + rd, &mut h2);
@@ -281,11 +359,18 @@ impl Pairs<'_> {
             h2: &h2,
             lab,
         });
+        BLOCK_BUFFERS.with(|c| c.set((xi, h2)));
     }
 }
 
-/// The SIMD body of [`Pairs::block`]: per pair, `h_r = c + M ξ_r + s ζ_r` (ζ_r read from the
-/// output rows), `Δh = h₁ − h₂` into `h1`, and the label.
+thread_local! {
+    /// [`Pairs::block`]'s buffers on this thread.
+    static BLOCK_BUFFERS: std::cell::Cell<(Vec<f64>, Vec<f64>)> =
+        const { std::cell::Cell::new((Vec::new(), Vec::new())) };
+}
+
+/// The SIMD body of [`Pairs::block`]: per pair, `Δh = s (ζ₁ − ζ₂) + Σ_a (ξ₁ₐ − ξ₂ₐ) M_a` into
+/// `h1` (which holds ζ₁ on entry), and the label.
 struct PairKernel<'a, 'b> {
     p: &'a Pairs<'b>,
     xi1: &'a [f64],
@@ -326,18 +411,15 @@ impl pulp::WithSimd for PairKernel<'_, '_> {
             let mut dacc = simd.splat_f64s(0.0);
             let mut c0 = 0;
             while c0 + lanes <= d {
-                let (cv, _) = S::as_simd_f64s(&p.c[c0..c0 + lanes]);
                 let (z1v, _) = S::as_simd_f64s(&o[c0..c0 + lanes]);
                 let (z2v, _) = S::as_simd_f64s(&z2[c0..c0 + lanes]);
-                let mut a1 = simd.mul_add_f64s(sv, z1v[0], cv[0]);
-                let mut a2 = simd.mul_add_f64s(sv, z2v[0], cv[0]);
+                let mut acc = simd.mul_f64s(sv, simd.sub_f64s(z1v[0], z2v[0]));
                 for ((&e1, &e2), mrow) in x1.iter().zip(x2).zip(p.mt.chunks_exact(d)) {
                     let (mv, _) = S::as_simd_f64s(&mrow[c0..c0 + lanes]);
-                    a1 = simd.mul_add_f64s(simd.splat_f64s(e1), mv[0], a1);
-                    a2 = simd.mul_add_f64s(simd.splat_f64s(e2), mv[0], a2);
+                    acc = simd.mul_add_f64s(simd.splat_f64s(e1 - e2), mv[0], acc);
                 }
                 let (ov, _) = S::as_mut_simd_f64s(&mut o[c0..c0 + lanes]);
-                ov[0] = simd.sub_f64s(a1, a2);
+                ov[0] = acc;
                 if lanes == 8 {
                     let (jv, _) = S::as_simd_f64s(&p.j[c0..c0 + lanes]);
                     dacc = simd.mul_add_f64s(jv[0], ov[0], dacc);
@@ -345,13 +427,11 @@ impl pulp::WithSimd for PairKernel<'_, '_> {
                 c0 += lanes;
             }
             for col in c0..d {
-                let mut a1 = s.mul_add(o[col], p.c[col]);
-                let mut a2 = s.mul_add(z2[col], p.c[col]);
+                let mut acc = s * (o[col] - z2[col]);
                 for ((&e1, &e2), mrow) in x1.iter().zip(x2).zip(p.mt.chunks_exact(d)) {
-                    a1 = e1.mul_add(mrow[col], a1);
-                    a2 = e2.mul_add(mrow[col], a2);
+                    acc = (e1 - e2).mul_add(mrow[col], acc);
                 }
-                o[col] = a1 - a2;
+                o[col] = acc;
             }
             let dot = if lanes == 8 {
                 let mut acc = [0.0f64; 8];

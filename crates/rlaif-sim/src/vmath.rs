@@ -1,6 +1,6 @@
 //! Branch-free `exp`, `ln`, `sin` and `cos` kernels that vectorise.
 //!
-//! Each function is a straight-line sequence of IEEE operations (`+ − × ÷ √`, fused
+//! Each function is a straight-line sequence of IEEE operations (`+ − × ÷`, fused
 //! multiply-add and bit manipulation), with no branch and no table, so a loop that calls it
 //! over a slice is compiled into SIMD code by the instruction set chosen at run time
 //! ([`pulp`]), and the result is the same bit for bit on every instruction set (AVX-512,
@@ -101,22 +101,6 @@ pub fn exp_nonpos(x: f64) -> f64 {
     }
 }
 
-/// `√x` for `x ≥ 0` finite, without the divider: the reciprocal square root from the
-/// bit-pattern estimate `0x5FE6EB50C7B537A9 − bits/2` (relative error < 3.5 %) refined by four
-/// Newton steps `r ← r (3/2 − x r²/2)` (error < 10⁻²⁰), then `y = x r` corrected once by
-/// `y + (r/2)(x − y²)`. Within 1 ulp of the correctly rounded root; `sqrt(0) = 0`.
-#[inline(always)]
-pub fn sqrt(x: f64) -> f64 {
-    let h = 0.5 * x;
-    let mut r = f64::from_bits(0x5FE6_EB50_C7B5_37A9 - (x.to_bits() >> 1));
-    for _ in 0..4 {
-        r *= (-h * r).mul_add(r, 1.5);
-    }
-    let y = x * r;
-    let e = (-y).mul_add(y, x);
-    (0.5 * r).mul_add(e, y)
-}
-
 const S1: f64 = -1.666_666_666_666_663_243_48e-1;
 const S2: f64 = 8.333_333_333_322_489_461_24e-3;
 const S3: f64 = -1.984_126_982_985_794_931_34e-4;
@@ -209,23 +193,6 @@ mod tests {
         assert_eq!(exp_nonpos(-709.0), 0.0);
         assert_eq!(exp_nonpos(-1e308), 0.0);
         assert_eq!(exp_nonpos(f64::NEG_INFINITY), 0.0);
-    }
-
-    #[test]
-    fn sqrt_matches_ieee_within_1_ulp() {
-        let mut xs: Vec<f64> = (0..200_000).map(|i| i as f64 / 5_000.0).collect();
-        xs.extend((-1020..1020).map(|e| 1.618 * 2f64.powi(e)));
-        xs.extend([2f64.powi(-1022), 1.0, 2.0, 4.0, 73.5]);
-        for &x in &xs {
-            let (got, want) = (sqrt(x), x.sqrt());
-            let u = if want == 0.0 {
-                got.abs()
-            } else {
-                ulps(got, want)
-            };
-            assert!(u <= 1.0, "sqrt({x:e}) = {got:e}, IEEE {want:e} ({u} ulp)");
-        }
-        assert_eq!(sqrt(0.0), 0.0);
     }
 
     #[test]

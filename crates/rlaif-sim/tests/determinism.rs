@@ -85,13 +85,13 @@ fn simulation_is_bit_identical_for_1_2_and_3_threads() {
 
 #[test]
 fn sampled_pairs_are_bit_identical_for_any_thread_count() {
-    let (m, j, g) = model(64, 16, 2);
+    let (m, j, _) = model(64, 16, 2);
     let cfg = config(2 * PAIRS_PER_BLOCK + 17, 1);
     let run = |threads| {
         with_threads(threads, || {
             let mut dh = vec![0.0; cfg.pairs * m.d()];
             let mut labels = vec![0.0; cfg.pairs];
-            sample_labelled_pairs(&m, &g, &j, &cfg, 1, &mut dh, &mut labels);
+            sample_labelled_pairs(&m, &j, &cfg, 1, &mut dh, &mut labels);
             (dh, labels)
         })
     };
@@ -116,7 +116,7 @@ fn sampler_matches_a_direct_transcription_of_section_7() {
         let cfg = config(PAIRS_PER_BLOCK + 9, 1);
         let mut dh = vec![0.0; cfg.pairs * d];
         let mut labels = vec![0.0; cfg.pairs];
-        sample_labelled_pairs(&m, &b, &j, &cfg, round, &mut dh, &mut labels);
+        sample_labelled_pairs(&m, &j, &cfg, round, &mut dh, &mut labels);
 
         let sz_wt_b = m.sigma_z().matvec(&m.w().t_matvec(&b));
         let l = m.sigma_z_chol().l();
@@ -162,5 +162,38 @@ fn sampler_matches_a_direct_transcription_of_section_7() {
         }
         // A label can only differ if u lands within rounding of p.
         assert_eq!(mismatched_labels, 0);
+    }
+}
+
+/// Small rounds run whole and in parallel (each thread samples and fits its own rounds); the
+/// run must be exactly the sequential loop of THEORY §7 (sample round t, fit it, move b by
+/// ŵ_t/τ), bit for bit, for any number of threads. A round's pairs do not depend on the
+/// policy, which is what makes the rounds independent.
+#[test]
+fn parallel_rounds_are_the_sequential_loop() {
+    let (m, j, g) = model(16, 4, 5);
+    let cfg = SimConfig {
+        value_draws: 0,
+        ..config(700, 7)
+    };
+    let mut b = g.clone();
+    let mut want = Vec::new();
+    for t in 1..=cfg.rounds {
+        let mut dh = vec![0.0; cfg.pairs * m.d()];
+        let mut labels = vec![0.0; cfg.pairs];
+        sample_labelled_pairs(&m, &j, &cfg, t, &mut dh, &mut labels);
+        let f = rlaif_sim::logistic::fit(&dh, m.d(), &labels, cfg.ridge).unwrap();
+        for (bi, wi) in b.iter_mut().zip(&f.w) {
+            *bi += wi / cfg.tau;
+        }
+        want.push((f.w, f.iterations, m.value(&b)));
+    }
+    for threads in [1, 2, 3] {
+        let run = with_threads(threads, || simulate(&m, &g, &j, &cfg).unwrap());
+        for (r, (w, iters, v)) in run.records[1..].iter().zip(&want) {
+            assert_eq!(r.newton_iterations, Some(*iters), "{threads} threads");
+            assert_eq!(r.a_hat, Some(m.alignment(w)), "{threads} threads");
+            assert_eq!(r.v.to_bits(), v.to_bits(), "{threads} threads");
+        }
     }
 }

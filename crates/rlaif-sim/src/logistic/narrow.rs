@@ -18,17 +18,18 @@
 //!   `dt(dt + 4)/2 + dt` multiply-adds and `dt²/4` products `s_i x_ia`, no lane wasted on a
 //!   partial column vector.
 //!
-//! Sums run in SIMD lanes (row i of a chunk into lane i mod L, rows in order), each chunk's
-//! partials are added lane by lane in chunk order, and each entry's lanes are then added in a
-//! fixed pairwise tree: the result depends on the input and the instruction set's lane count L,
-//! never on the thread count.
+//! Sums run in SIMD lanes (row i of a chunk into lane i mod L, rows in order); each chunk's
+//! entries are finished on the thread that ran the chunk (lanes added in a fixed pairwise tree),
+//! and the chunks' sums are added in chunk order: the result depends on the input and the
+//! instruction set's lane count L, never on the thread count. (Finishing per chunk lets a
+//! [`Crew`] hand one thread's results to the other as 170 values at d = 16 instead of 170
+//! vectors of lanes, which cost as much as the second thread saved.)
 
 use std::cell::Cell;
 
-use rayon::prelude::*;
-
 use super::{Design, CHUNK};
 use crate::aligned::Aligned;
+use crate::crew::Crew;
 
 /// Widest input that takes this path (`p = d + 1 ≤ 32`).
 pub(super) const MAX_D: usize = 31;
@@ -61,13 +62,12 @@ pub(super) struct FeatureMajor {
     dt: usize,
     /// Rows padded: `n` rounded up to a multiple of [`ROW_PAD`].
     rows: usize,
-    par: bool,
     /// Row weights `s_i(1 − s_i)` and residuals `s_i − ℓ_i` of the current pass (0 on the
     /// padding).
     wt: Aligned,
     res: Aligned,
-    /// The summed lane partials of the current pass (see [`partial_entries`]).
-    acc: Vec<f64>,
+    /// Per chunk: its lane partials and its finished sums (upper Hessian, then gradient).
+    parts: Vec<(Vec<f64>, Vec<f64>)>,
 }
 
 /// `(offset in xt, first row, padded rows)` of each chunk.
@@ -80,17 +80,36 @@ fn chunks(rows: usize, dt: usize) -> impl Iterator<Item = (usize, usize, usize)>
 
 impl FeatureMajor {
     /// Copies `x` (`n × d`, row-major, `1 ≤ d ≤ MAX_D`) into feature-major chunks.
-    pub(super) fn new(x: &[f64], d: usize, par: bool) -> Self {
+    pub(super) fn new(crew: &Crew, x: &[f64], d: usize) -> Self {
+        // The buffers of the previous fit on this thread, if any: a fresh 100 kB allocation
+        // costs more than the copy (the allocator returns freed memory to the system and
+        // takes page faults on the next use), and fresh row buffers start in this thread's
+        // cache even where a crew's helper works on them.
+        let Scratch { xt, wt, res, parts } = SCRATCH.with(Cell::take);
+        let mut fm = Self {
+            xt,
+            base: 0,
+            d,
+            dt: 0,
+            rows: 0,
+            wt,
+            res,
+            parts,
+        };
+        fm.fill(crew, x, d);
+        fm
+    }
+
+    /// Replaces the data by `x` (`n × d`, row-major, `1 ≤ d ≤ MAX_D`), in this value's memory.
+    fn fill(&mut self, crew: &Crew, x: &[f64], d: usize) {
         let n = x.len() / d;
         let dt = d.div_ceil(4) * 4;
         let rows = n.div_ceil(ROW_PAD) * ROW_PAD;
-        // The buffer of the previous fit on this thread, if any: a fresh 100 kB allocation
-        // costs more than the copy (the allocator returns freed memory to the system and
-        // takes page faults on the next use).
-        let mut xt = SCRATCH.with(Cell::take);
+        self.wt.resize(rows);
+        self.res.resize(rows);
         let len: usize = chunks(rows, dt).map(|(_, _, mb)| dt * stride(mb)).sum();
-        xt.resize(len + 7, 0.0);
-        let base = match xt.as_ptr().align_offset(64) {
+        self.xt.resize(len + 7, 0.0);
+        let base = match self.xt.as_ptr().align_offset(64) {
             b @ 0..=7 => b,
             _ => 0,
         };
@@ -101,32 +120,27 @@ impl FeatureMajor {
             }
             pulp::Arch::new().dispatch(Transpose { x, d, xt });
         };
-        if par {
-            x.par_chunks(CHUNK * d)
-                .zip(xt[base..base + len].par_chunks_mut(dt * stride(CHUNK)))
-                .for_each(fill);
-        } else {
-            x.chunks(CHUNK * d)
-                .zip(xt[base..base + len].chunks_mut(dt * stride(CHUNK)))
-                .for_each(fill);
-        }
-        Self {
-            xt,
-            base,
-            d,
-            dt,
-            rows,
-            par,
-            wt: Aligned::zeros(rows),
-            res: Aligned::zeros(rows),
-            acc: Vec::new(),
-        }
+        let mut jobs: Vec<(&[f64], &mut [f64])> = x
+            .chunks(CHUNK * d)
+            .zip(self.xt[base..base + len].chunks_mut(dt * stride(CHUNK)))
+            .collect();
+        crew.for_each_mut(&mut jobs, |_, (x, xt)| fill((x, xt)));
+        (self.base, self.d, self.dt, self.rows) = (base, d, dt, rows);
     }
 }
 
+/// What a [`FeatureMajor`] keeps for the next fit on the same thread.
+#[derive(Debug, Default)]
+struct Scratch {
+    xt: Vec<f64>,
+    wt: Aligned,
+    res: Aligned,
+    parts: Vec<(Vec<f64>, Vec<f64>)>,
+}
+
 thread_local! {
-    /// The feature-major buffer of the last fit on this thread, kept for the next one.
-    static SCRATCH: Cell<Vec<f64>> = const { Cell::new(Vec::new()) };
+    /// The buffers of the last fit on this thread, kept for the next one.
+    static SCRATCH: Cell<Scratch> = Cell::new(Scratch::default());
 }
 
 /// Largest buffer kept for the next fit (values; 2 MiB): beyond it the copy costs far more than
@@ -137,7 +151,14 @@ impl Drop for FeatureMajor {
     fn drop(&mut self) {
         let xt = std::mem::take(&mut self.xt);
         if xt.capacity() <= SCRATCH_MAX {
-            SCRATCH.with(|c| c.set(xt));
+            SCRATCH.with(|c| {
+                c.set(Scratch {
+                    xt,
+                    wt: std::mem::take(&mut self.wt),
+                    res: std::mem::take(&mut self.res),
+                    parts: std::mem::take(&mut self.parts),
+                })
+            });
         }
     }
 }
@@ -146,24 +167,6 @@ impl FeatureMajor {
     /// The chunks (see `xt`), from `base`.
     fn data(&self) -> &[f64] {
         &self.xt[self.base..]
-    }
-
-    /// Maps `f(xt_c, first_row, padded_rows)` over the chunks, in parallel when `par`, and
-    /// returns the results in chunk order.
-    fn map_chunks<T: Send>(&self, f: impl Fn(&[f64], usize, usize) -> T + Sync + Send) -> Vec<T> {
-        let dt = self.dt;
-        let chunk = |(off, r0, mb): (usize, usize, usize)| {
-            f(&self.data()[off..off + dt * stride(mb)], r0, mb)
-        };
-        if self.par {
-            chunks(self.rows, dt)
-                .collect::<Vec<_>>()
-                .into_par_iter()
-                .map(chunk)
-                .collect()
-        } else {
-            chunks(self.rows, dt).map(chunk).collect()
-        }
     }
 }
 
@@ -180,83 +183,74 @@ impl Design for FeatureMajor {
 
     fn grad_hess(
         &mut self,
+        crew: &Crew,
         y: &[f64],
         sig: &[f64],
         theta: &[f64],
         ridge: f64,
     ) -> (Vec<f64>, Vec<f64>) {
-        let dt = self.dt;
-        pulp::Arch::new().dispatch(Weights {
-            sig,
-            y,
-            wt: &mut self.wt,
-            res: &mut self.res,
-        });
-        let (wt, res) = (&*self.wt, &*self.res);
-        let gram = |xt: &[f64], r0: usize, mb: usize, first: bool, acc: &mut Vec<f64>| {
+        let (d, dt, p) = (self.d, self.dt, self.d + 1);
+        let xt = &self.xt[self.base..];
+        let n_chunks = self.rows.div_ceil(CHUNK);
+        self.parts.resize_with(n_chunks, Default::default);
+        // Per chunk: row weights and residuals, the tiles' lane partials, then the chunk's own
+        // gradient and Hessian (each entry's lanes added in `lane_tree` order).
+        let mut jobs: Vec<_> = self
+            .parts
+            .iter_mut()
+            .zip(self.wt.chunks_mut(CHUNK).zip(self.res.chunks_mut(CHUNK)))
+            .collect();
+        crew.for_each_mut(&mut jobs, |c, ((lanes, sums), (wt, res))| {
+            let (off, r0, mb) = (c * dt * stride(CHUNK), c * CHUNK, wt.len());
+            let rows = r0..r0 + mb;
+            pulp::Arch::new().dispatch(Weights {
+                sig: &sig[rows.clone()],
+                y: &y[rows],
+                wt,
+                res,
+            });
             pulp::Arch::new().dispatch(GramChunk {
-                xt,
+                xt: &xt[off..off + dt * stride(mb)],
                 dt,
-                wt: &wt[r0..r0 + mb],
-                res: &res[r0..r0 + mb],
-                first,
-                acc,
+                wt,
+                res,
+                acc: lanes,
             });
-        };
-        let mut acc = std::mem::take(&mut self.acc);
-        if self.par {
-            // Each chunk's partials by themselves, then added in chunk order: the same sums as
-            // the serial pass, which adds every chunk's tiles straight into one accumulator
-            // (the first chunk's are written, not added).
-            let parts = self.map_chunks(|xt, r0, mb| {
-                let mut part = Vec::new();
-                gram(xt, r0, mb, true, &mut part);
-                part
+            sums.clear();
+            sums.resize(p * p + p, 0.0);
+            pulp::Arch::new().dispatch(Finish {
+                acc: lanes,
+                d,
+                dt,
+                out: sums,
             });
-            for (c, part) in parts.iter().enumerate() {
-                pulp::Arch::new().dispatch(AddInto {
-                    acc: &mut acc,
-                    part,
-                    first: c == 0,
-                });
-            }
-        } else {
-            for (c, (off, r0, mb)) in chunks(self.rows, dt).enumerate() {
-                let xt = &self.data()[off..off + dt * stride(mb)];
-                gram(xt, r0, mb, c == 0, &mut acc);
-            }
-        }
-        let out = pulp::Arch::new().dispatch(Finish {
-            acc: &mut acc,
-            d: self.d,
-            dt,
-            theta,
-            ridge,
         });
-        self.acc = acc;
-        out
-    }
-
-    fn margin_change(&self, step: &[f64], dz: &mut [f64]) {
-        let dt = self.dt;
-        let pass = |xt: &[f64], out: &mut [f64]| {
-            pulp::Arch::new().dispatch(MarginChunk { xt, step, out });
-        };
-        if self.par {
-            self.data()
-                .par_chunks(dt * stride(CHUNK))
-                .zip(dz.par_chunks_mut(CHUNK))
-                .for_each(|(xt, out)| pass(xt, out));
-        } else {
-            self.data()
-                .chunks(dt * stride(CHUNK))
-                .zip(dz.chunks_mut(CHUNK))
-                .for_each(|(xt, out)| pass(xt, out));
+        // The chunks' sums in chunk order, then the ridge.
+        let mut total = vec![0.0; p * p + p];
+        for (c, (_, sums)) in self.parts[..n_chunks].iter().enumerate() {
+            if c == 0 {
+                total.copy_from_slice(sums);
+            } else {
+                for (t, &s) in total.iter_mut().zip(sums.iter()) {
+                    *t += s;
+                }
+            }
         }
+        let grad_sums = total.split_off(p * p);
+        let mut upper = total;
+        let mut grad = grad_sums;
+        for a in 0..d {
+            grad[a] += ridge * theta[a];
+            upper[a * p + a] += ridge;
+        }
+        (grad, upper)
     }
 
-    fn par(&self) -> bool {
-        self.par
+    fn margin_chunk(&self, c: usize, step: &[f64], dz: &mut [f64]) {
+        let dt = self.dt;
+        let off = c * dt * stride(CHUNK);
+        let xt = &self.data()[off..off + dt * stride(dz.len())];
+        pulp::Arch::new().dispatch(MarginChunk { xt, step, out: dz });
     }
 }
 
@@ -273,9 +267,9 @@ fn lane_tree(v: &[f64]) -> f64 {
     }
 }
 
-/// Adds one chunk's lane partials of the Hessian, intercept column and gradient (see
+/// One chunk's lane partials of the Hessian, intercept column and gradient (see
 /// [`partial_entries`]) into `acc` (sized on first use): each tile runs over the chunk's rows
-/// from zero, then is added to `acc` (written, for the first chunk).
+/// from zero.
 struct GramChunk<'a> {
     /// `dt × m̄` feature-major.
     xt: &'a [f64],
@@ -283,8 +277,6 @@ struct GramChunk<'a> {
     /// `m̄` row weights and residuals (0 on the padding).
     wt: &'a [f64],
     res: &'a [f64],
-    /// Whether `acc` receives the partials (first chunk) rather than adding them.
-    first: bool,
     acc: &'a mut Vec<f64>,
 }
 
@@ -298,7 +290,6 @@ impl pulp::WithSimd for GramChunk<'_> {
             dt,
             wt,
             res,
-            first,
             acc,
         } = self;
         let lanes = S::F64_LANES;
@@ -315,29 +306,14 @@ impl pulp::WithSimd for GramChunk<'_> {
             ss = simd.add_f64s(ss, wv);
             rs = simd.add_f64s(rs, rv);
         }
-        let mut put =
-            |e: usize, v: S::f64s| acc[e] = if first { v } else { simd.add_f64s(acc[e], v) };
+        let mut put = |e: usize, v: S::f64s| acc[e] = v;
         put(dt * dt + 2 * dt, ss);
         put(dt * dt + 2 * dt + 1, rs);
         let st = stride(mb);
         let col = |a: usize| &S::as_simd_f64s(&xt[a * st..a * st + mb]).0[..nv];
         for a0 in (0..dt).step_by(4) {
             let xa = [col(a0), col(a0 + 1), col(a0 + 2), col(a0 + 3)];
-            // Diagonal tile: upper ten entries, Σ s x_a and Σ r x_a.
-            let mut h = [[zero; 4]; 4];
-            let (mut cs, mut gs) = ([zero; 4], [zero; 4]);
-            for v in 0..nv {
-                let (s, rv) = (w[v], r[v]);
-                let x = [xa[0][v], xa[1][v], xa[2][v], xa[3][v]];
-                for q in 0..4 {
-                    let yq = simd.mul_f64s(s, x[q]);
-                    for c in q..4 {
-                        h[q][c] = simd.mul_add_f64s(yq, x[c], h[q][c]);
-                    }
-                    cs[q] = simd.add_f64s(cs[q], yq);
-                    gs[q] = simd.mul_add_f64s(rv, x[q], gs[q]);
-                }
-            }
+            let (h, cs, gs) = diag_tile(simd, xa, w, r);
             for q in 0..4 {
                 for c in q..4 {
                     put((a0 + q) * dt + a0 + c, h[q][c]);
@@ -345,25 +321,9 @@ impl pulp::WithSimd for GramChunk<'_> {
                 put(dt * dt + a0 + q, cs[q]);
                 put(dt * dt + dt + a0 + q, gs[q]);
             }
-            // Tiles right of the diagonal: Σ_i (s_i x_ia) x_ib.
             for b0 in (a0 + 4..dt).step_by(4) {
                 let xb = [col(b0), col(b0 + 1), col(b0 + 2), col(b0 + 3)];
-                let mut h = [[zero; 4]; 4];
-                for v in 0..nv {
-                    let s = w[v];
-                    let y = [
-                        simd.mul_f64s(s, xa[0][v]),
-                        simd.mul_f64s(s, xa[1][v]),
-                        simd.mul_f64s(s, xa[2][v]),
-                        simd.mul_f64s(s, xa[3][v]),
-                    ];
-                    let x = [xb[0][v], xb[1][v], xb[2][v], xb[3][v]];
-                    for q in 0..4 {
-                        for c in 0..4 {
-                            h[q][c] = simd.mul_add_f64s(y[q], x[c], h[q][c]);
-                        }
-                    }
-                }
+                let h = off_tile(simd, xa, xb, w);
                 for q in 0..4 {
                     for c in 0..4 {
                         put((a0 + q) * dt + b0 + c, h[q][c]);
@@ -372,6 +332,65 @@ impl pulp::WithSimd for GramChunk<'_> {
             }
         }
     }
+}
+
+/// A 4 × 4 block of register accumulators.
+type Block<V> = [[V; 4]; 4];
+
+/// The diagonal tile of features `a0..a0 + 4` over one chunk's row vectors: the upper ten
+/// entries of `Σ_i s_i x_ia x_ib`, and `Σ_i s_i x_ia`, `Σ_i r_i x_ia`.
+#[inline(always)]
+#[allow(clippy::type_complexity)]
+fn diag_tile<S: pulp::Simd>(
+    simd: S,
+    xa: [&[S::f64s]; 4],
+    w: &[S::f64s],
+    r: &[S::f64s],
+) -> (Block<S::f64s>, [S::f64s; 4], [S::f64s; 4]) {
+    let zero = simd.splat_f64s(0.0);
+    let mut h = [[zero; 4]; 4];
+    let (mut cs, mut gs) = ([zero; 4], [zero; 4]);
+    for v in 0..w.len() {
+        let (s, rv) = (w[v], r[v]);
+        let x = [xa[0][v], xa[1][v], xa[2][v], xa[3][v]];
+        for q in 0..4 {
+            let yq = simd.mul_f64s(s, x[q]);
+            for c in q..4 {
+                h[q][c] = simd.mul_add_f64s(yq, x[c], h[q][c]);
+            }
+            cs[q] = simd.add_f64s(cs[q], yq);
+            gs[q] = simd.mul_add_f64s(rv, x[q], gs[q]);
+        }
+    }
+    (h, cs, gs)
+}
+
+/// A tile right of the diagonal over one chunk's row vectors: `Σ_i (s_i x_ia) x_ib`.
+#[inline(always)]
+fn off_tile<S: pulp::Simd>(
+    simd: S,
+    xa: [&[S::f64s]; 4],
+    xb: [&[S::f64s]; 4],
+    w: &[S::f64s],
+) -> Block<S::f64s> {
+    let zero = simd.splat_f64s(0.0);
+    let mut h = [[zero; 4]; 4];
+    for v in 0..w.len() {
+        let s = w[v];
+        let y = [
+            simd.mul_f64s(s, xa[0][v]),
+            simd.mul_f64s(s, xa[1][v]),
+            simd.mul_f64s(s, xa[2][v]),
+            simd.mul_f64s(s, xa[3][v]),
+        ];
+        let x = [xb[0][v], xb[1][v], xb[2][v], xb[3][v]];
+        for q in 0..4 {
+            for c in 0..4 {
+                h[q][c] = simd.mul_add_f64s(y[q], x[c], h[q][c]);
+            }
+        }
+    }
+    h
 }
 
 /// `wt_i = s_i(1 − s_i)`, `res_i = s_i − ℓ_i` from `sig` and the labels `y`.
@@ -395,75 +414,36 @@ impl pulp::WithSimd for Weights<'_> {
     }
 }
 
-/// `acc += part`, element-wise (`acc = part` for the first chunk).
-struct AddInto<'a> {
-    acc: &'a mut Vec<f64>,
-    part: &'a [f64],
-    /// Whether `acc` receives `part` rather than adding it.
-    first: bool,
-}
-
-impl pulp::WithSimd for AddInto<'_> {
-    type Output = ();
-
-    #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, simd: S) {
-        let AddInto { acc, part, first } = self;
-        acc.resize(part.len(), 0.0);
-        if first {
-            acc.copy_from_slice(part);
-            return;
-        }
-        let (a, _) = S::as_mut_simd_f64s(acc);
-        let (p, _) = S::as_simd_f64s(part);
-        for (a, &p) in a.iter_mut().zip(p) {
-            *a = simd.add_f64s(*a, p);
-        }
-    }
-}
-
-/// Gradient and upper Hessian (`p × p`, ridge added) from the summed lane partials: each
-/// entry's lanes added in [`lane_tree`] order.
+/// One chunk's upper Hessian (`p × p`) and gradient (p), in that order in `out`, from its lane
+/// partials: each entry's lanes added in [`lane_tree`] order.
 struct Finish<'a> {
-    /// Empty when there are no rows.
-    acc: &'a mut Vec<f64>,
+    acc: &'a [f64],
     d: usize,
     dt: usize,
-    theta: &'a [f64],
-    ridge: f64,
+    out: &'a mut [f64],
 }
 
 impl pulp::WithSimd for Finish<'_> {
-    type Output = (Vec<f64>, Vec<f64>);
+    type Output = ();
 
     #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, _simd: S) -> Self::Output {
-        let Finish {
-            acc,
-            d,
-            dt,
-            theta,
-            ridge,
-        } = self;
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        let Finish { acc, d, dt, out } = self;
         let p = d + 1;
         // The lane count of the kernels that filled `acc` (the same dispatch): a constant here, so
         // that each entry's tree is unrolled.
         let lanes = S::F64_LANES;
-        acc.resize(partial_entries(dt) * lanes, 0.0);
         let entry = |e: usize| lane_tree(&acc[e * lanes..(e + 1) * lanes]);
-        let mut upper = vec![0.0; p * p];
-        let mut grad = vec![0.0; p];
+        let (upper, grad) = out.split_at_mut(p * p);
         for a in 0..d {
             for b in a..d {
                 upper[a * p + b] = entry(a * dt + b);
             }
             upper[a * p + d] = entry(dt * dt + a);
-            grad[a] = entry(dt * dt + dt + a) + ridge * theta[a];
-            upper[a * p + a] += ridge;
+            grad[a] = entry(dt * dt + dt + a);
         }
         upper[d * p + d] = entry(dt * dt + 2 * dt);
         grad[d] = entry(dt * dt + 2 * dt + 1);
-        (grad, upper)
     }
 }
 
