@@ -107,16 +107,18 @@ impl Crew {
         Self::new(0)
     }
 
-    /// Runs `f` with a crew of the calling thread and every other thread of the current rayon
-    /// pool (none when the pool has one thread). Called from outside the pool, `f` runs on a
-    /// pool thread (one round trip for the whole of `f`, as `rayon::scope` does).
+    /// Runs `f` on the calling thread with a crew of it and, as helpers, all but one thread of
+    /// the current rayon pool (none when the pool has one thread). A helper joins when its
+    /// pool thread picks it up; `f` does not wait for that (`rayon::in_place_scope`: no round
+    /// trip into the pool, which cost about 5 µs per round of a 20-round simulation at d = 16,
+    /// n = 10³).
     pub fn scope<R: Send>(f: impl FnOnce(&Crew) -> R + Send) -> R {
         let helpers = rayon::current_num_threads().saturating_sub(1);
         if helpers == 0 {
             return f(&Crew::serial());
         }
         let crew = Crew::new(helpers);
-        rayon::scope(|s| {
+        rayon::in_place_scope(|s| {
             for _ in 0..helpers {
                 s.spawn(|_| crew.help());
             }
