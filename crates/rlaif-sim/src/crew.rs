@@ -35,8 +35,13 @@ const UNIT_BITS: u32 = 16;
 /// Most units a job hands out through the crew; larger jobs run on the caller alone (no pass
 /// of the simulator comes near it: 65 535 chunks are 33 million rows).
 pub const MAX_UNITS: usize = (1 << UNIT_BITS) - 1;
-/// Empty polls before an idle helper starts yielding its core between polls (≈ 0.1 ms).
-const SPINS_BEFORE_YIELD: u32 = 1 << 12;
+/// Empty polls before an idle helper starts sleeping between polls (≈ 0.1 ms of spinning).
+/// Passes a few microseconds apart keep a helper spinning; a long serial stretch of the
+/// caller (a Cholesky at d = 256) lets it sleep instead of calling `sched_yield` in a loop,
+/// which cost the caller time in the kernel.
+const SPINS_BEFORE_SLEEP: u32 = 1 << 12;
+/// An idle helper's sleep between polls.
+const IDLE_SLEEP: std::time::Duration = std::time::Duration::from_micros(20);
 
 /// The job being handed out: a type-erased reference to the caller's closure.
 struct Job<'a> {
@@ -221,11 +226,11 @@ impl Crew {
         while !self.stop.load(Ordering::SeqCst) {
             if self.try_unit() {
                 idle = 0;
-            } else if idle < SPINS_BEFORE_YIELD {
+            } else if idle < SPINS_BEFORE_SLEEP {
                 idle += 1;
                 std::hint::spin_loop();
             } else {
-                std::thread::yield_now();
+                std::thread::sleep(IDLE_SLEEP);
             }
         }
     }

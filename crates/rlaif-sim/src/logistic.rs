@@ -130,8 +130,12 @@ fn fit_valid(
 trait Design: std::fmt::Debug + Sync {
     /// Length of the per-row buffers (`≥ n`).
     fn padded_rows(&self) -> usize;
-    /// Gradient and upper triangle of the Hessian (`p × p` row-major) of the objective at
-    /// `theta`, where `sig_i = σ(z_i)` and `y` holds the labels (both padded).
+    /// Gradient (p) and upper triangle of the Hessian (`p × p` row-major, zero below the
+    /// diagonal) of the objective at `theta` into `grad` and `upper`, where `sig_i = σ(z_i)`
+    /// and `y` holds the labels (both padded). The fit passes the same buffers every iteration:
+    /// at d = 256 a fresh Hessian is 0.5 MB, and allocating and freeing one per iteration cost
+    /// page faults and, with a second thread, TLB shootdowns (the fit ran 3× slower).
+    #[allow(clippy::too_many_arguments)]
     fn grad_hess(
         &mut self,
         crew: &Crew,
@@ -139,7 +143,9 @@ trait Design: std::fmt::Debug + Sync {
         sig: &[f64],
         theta: &[f64],
         ridge: f64,
-    ) -> (Vec<f64>, Vec<f64>);
+        grad: &mut [f64],
+        upper: &mut [f64],
+    );
     /// `dz_i = ⟨δ_w, x_i⟩ + δ_c` for the step `δ = (δ_w, δ_c)` on the padded rows of chunk `c`
     /// (`dz` holds that chunk's rows).
     fn margin_chunk(&self, c: usize, step: &[f64], dz: &mut [f64]);
@@ -153,6 +159,8 @@ struct RowMajor<'a> {
     /// Row weights σ'(z_i) and residuals σ(z_i) − ℓ_i of the current iterate.
     wt: Vec<f64>,
     res: Vec<f64>,
+    /// Each chunk's gradient and Hessian, reused from pass to pass.
+    parts: Vec<(Vec<f64>, Vec<f64>)>,
 }
 
 impl<'a> RowMajor<'a> {
@@ -163,6 +171,7 @@ impl<'a> RowMajor<'a> {
             d,
             wt: vec![0.0; n],
             res: vec![0.0; n],
+            parts: Vec::new(),
         }
     }
 }
@@ -178,18 +187,28 @@ impl Design for RowMajor<'_> {
         sig: &[f64],
         theta: &[f64],
         ridge: f64,
-    ) -> (Vec<f64>, Vec<f64>) {
-        grad_hess_at(
-            crew,
-            self.x,
-            self.d,
-            y,
-            sig,
-            theta,
-            ridge,
-            &mut self.wt,
-            &mut self.res,
-        )
+        grad: &mut [f64],
+        upper: &mut [f64],
+    ) {
+        let (d, p) = (self.d, self.d + 1);
+        // Row weights σ'(z_i) = s_i(1 − s_i) and residuals r_i = s_i − ℓ_i.
+        for (((w, r), &s), &l) in self.wt.iter_mut().zip(self.res.iter_mut()).zip(sig).zip(y) {
+            *w = s * (1.0 - s);
+            *r = s - l;
+        }
+        let (x, wt, res) = (self.x, &self.wt[..], &self.res[..]);
+        self.parts
+            .resize_with(wt.len().div_ceil(CHUNK), Default::default);
+        crew.for_each_mut(&mut self.parts, |c, (g, h)| {
+            let rows = c * CHUNK..wt.len().min((c + 1) * CHUNK);
+            let xc = &x[rows.start * d..rows.end * d];
+            g.clear();
+            g.resize(p, 0.0);
+            h.clear();
+            h.resize(p * p, 0.0);
+            gram_upper_into(xc, d, &wt[rows.clone()], Some(&res[rows]), h, g);
+        });
+        sum_parts(&self.parts, theta, ridge, grad, upper);
     }
     fn margin_chunk(&self, c: usize, step: &[f64], dz: &mut [f64]) {
         let d = self.d;
@@ -260,10 +279,14 @@ impl<'a> HessianPass<'a> {
 
     /// [`HessianPass::run`] with the chunks spread over `crew`, as [`fit_in`] runs it.
     pub fn run_in(&mut self, crew: &Crew, theta: &[f64]) -> (Vec<f64>, Vec<f64>) {
+        let p = theta.len();
+        let (mut grad, mut upper) = (vec![0.0; p], vec![0.0; p * p]);
+        let (y, sig) = (&self.y, &self.sig);
         match &mut self.design {
-            Layout::Rows(r) => r.grad_hess(crew, &self.y, &self.sig, theta, 0.0),
-            Layout::Narrow(f) => f.grad_hess(crew, &self.y, &self.sig, theta, 0.0),
+            Layout::Rows(r) => r.grad_hess(crew, y, sig, theta, 0.0, &mut grad, &mut upper),
+            Layout::Narrow(f) => f.grad_hess(crew, y, sig, theta, 0.0, &mut grad, &mut upper),
         }
+        (grad, upper)
     }
 }
 
@@ -304,12 +327,13 @@ fn fit_impl(
     }
     let mut theta = vec![0.0; p];
     let mut chol = vec![0.0; p * p];
+    let (mut grad, mut hess) = (vec![0.0; p], vec![0.0; p * p]);
     let (mut z, mut z_cand, mut sig, mut sig_cand) = (z, z_cand, sig, sig_cand);
     let y = &y[..];
     // Margins and σ at θ = 0.
     let mut loss = initial_loss(&mut z[..n], &mut sig[..n]);
     for iter in 1..=200 {
-        let (grad, hess) = design.grad_hess(crew, y, sig, &theta, ridge);
+        design.grad_hess(crew, y, sig, &theta, ridge, &mut grad, &mut hess);
         let step = newton_step(&hess, &grad, &mut chol);
         let slope = dot(&grad, &step);
         let mut t = 1.0;
@@ -653,52 +677,34 @@ fn grad_hess(x: &[f64], d: usize, y: &[f64], theta: &[f64], ridge: f64) -> (Vec<
     let (mut zc, mut sig) = (vec![0.0; y.len()], vec![0.0; y.len()]);
     let crew = Crew::serial();
     data_loss(&crew, &z, &z, 0.0, y, &mut zc, &mut sig);
-    let (mut wt, mut res) = (vec![0.0; y.len()], vec![0.0; y.len()]);
-    grad_hess_at(&crew, x, d, y, &sig, theta, ridge, &mut wt, &mut res)
+    let p = d + 1;
+    let (mut grad, mut upper) = (vec![0.0; p], vec![0.0; p * p]);
+    RowMajor::new(x, d).grad_hess(&crew, y, &sig, theta, ridge, &mut grad, &mut upper);
+    (grad, upper)
 }
 
-/// Gradient and Hessian of the objective at `theta`, where `sig_i = σ(z_i)`.
-#[allow(clippy::too_many_arguments)]
-fn grad_hess_at(
-    crew: &Crew,
-    x: &[f64],
-    d: usize,
-    y: &[f64],
-    sig: &[f64],
+/// `grad` and `upper` from the chunks' `(gradient, Hessian)` added in chunk order, plus the
+/// ridge `ρ_r θ_w` and `ρ_r I_w`.
+fn sum_parts(
+    parts: &[(Vec<f64>, Vec<f64>)],
     theta: &[f64],
     ridge: f64,
-    wt: &mut [f64],
-    res: &mut [f64],
-) -> (Vec<f64>, Vec<f64>) {
-    let p = d + 1;
-    let w = &theta[..d];
-    // Row weights σ'(z_i) = s_i(1 − s_i) and residuals r_i = s_i − ℓ_i.
-    for (((w, r), &s), &l) in wt.iter_mut().zip(res.iter_mut()).zip(sig).zip(y) {
-        *w = s * (1.0 - s);
-        *r = s - l;
+    grad: &mut [f64],
+    upper: &mut [f64],
+) {
+    let (p, d) = (grad.len(), grad.len() - 1);
+    grad.fill(0.0);
+    upper.fill(0.0);
+    for (g, h) in parts {
+        crate::linalg::axpy(1.0, g, grad);
+        crate::linalg::axpy(1.0, h, upper);
     }
-    let (wt, res) = (&*wt, &*res);
-    let parts = crew.map(wt.len().div_ceil(CHUNK), |c| {
-        let rows = c * CHUNK..wt.len().min((c + 1) * CHUNK);
-        let xc = &x[rows.start * d..rows.end * d];
-        let mut g = vec![0.0; p];
-        let mut h = vec![0.0; p * p];
-        gram_upper_into(xc, d, &wt[rows.clone()], Some(&res[rows]), &mut h, &mut g);
-        (g, h)
-    });
-    let mut grad = vec![0.0; p];
-    let mut upper = vec![0.0; p * p];
-    for (g, h) in &parts {
-        crate::linalg::axpy(1.0, g, &mut grad);
-        crate::linalg::axpy(1.0, h, &mut upper);
-    }
-    for (gi, wi) in grad.iter_mut().zip(w) {
+    for (gi, wi) in grad.iter_mut().zip(&theta[..d]) {
         *gi += ridge * wi;
     }
     for a in 0..d {
         upper[a * p + a] += ridge;
     }
-    (grad, upper)
 }
 
 /// Bytes of `x` per cache block of the Gram kernel: a block of rows stays in L1 while every
@@ -1132,7 +1138,8 @@ mod tests {
             assert_eq!(fm.padded_rows(), rows);
             let p = d + 1;
             let theta: Vec<f64> = (0..p).map(|a| 0.1 * a as f64 - 0.5).collect();
-            let (grad, upper) = fm.grad_hess(&crew, &y, &sig, &theta, ridge);
+            let (mut grad, mut upper) = (vec![f64::NAN; p], vec![f64::NAN; p * p]);
+            fm.grad_hess(&crew, &y, &sig, &theta, ridge, &mut grad, &mut upper);
             let xt = |i: usize, a: usize| if a < d { x[i * d + a] } else { 1.0 };
             for a in 0..p {
                 let mut g: f64 = (0..n).map(|i| (sig[i] - y[i]) * xt(i, a)).sum();
@@ -1188,7 +1195,9 @@ mod tests {
         let theta: Vec<f64> = (0..=d).map(|a| 0.05 * a as f64).collect();
         let run = |crew: &Crew| {
             let mut fm = narrow::FeatureMajor::new(crew, &x, d);
-            let gh = fm.grad_hess(crew, &y, &sig, &theta, 1e-3);
+            let p = d + 1;
+            let mut gh = (vec![0.0; p], vec![0.0; p * p]);
+            fm.grad_hess(crew, &y, &sig, &theta, 1e-3, &mut gh.0, &mut gh.1);
             let mut dz = vec![0.0; rows];
             margin_all(&fm, &theta, &mut dz);
             (gh, dz)

@@ -188,7 +188,9 @@ impl Design for FeatureMajor {
         sig: &[f64],
         theta: &[f64],
         ridge: f64,
-    ) -> (Vec<f64>, Vec<f64>) {
+        grad: &mut [f64],
+        upper: &mut [f64],
+    ) {
         let (d, dt, p) = (self.d, self.dt, self.d + 1);
         let xt = &self.xt[self.base..];
         let n_chunks = self.rows.div_ceil(CHUNK);
@@ -226,24 +228,24 @@ impl Design for FeatureMajor {
             });
         });
         // The chunks' sums in chunk order, then the ridge.
-        let mut total = vec![0.0; p * p + p];
         for (c, (_, sums)) in self.parts[..n_chunks].iter().enumerate() {
+            let (u, g) = sums.split_at(p * p);
             if c == 0 {
-                total.copy_from_slice(sums);
+                upper.copy_from_slice(u);
+                grad.copy_from_slice(g);
             } else {
-                for (t, &s) in total.iter_mut().zip(sums.iter()) {
-                    *t += s;
-                }
+                upper.iter_mut().zip(u).for_each(|(t, &s)| *t += s);
+                grad.iter_mut().zip(g).for_each(|(t, &s)| *t += s);
             }
         }
-        let grad_sums = total.split_off(p * p);
-        let mut upper = total;
-        let mut grad = grad_sums;
+        if n_chunks == 0 {
+            upper.fill(0.0);
+            grad.fill(0.0);
+        }
         for a in 0..d {
             grad[a] += ridge * theta[a];
             upper[a * p + a] += ridge;
         }
-        (grad, upper)
     }
 
     fn margin_chunk(&self, c: usize, step: &[f64], dz: &mut [f64]) {
