@@ -464,11 +464,11 @@ fn cholesky_upper_in_place(a: &mut [f64], p: usize) -> bool {
             *v *= inv;
         }
         let (top, bottom) = a.split_at_mut((j + 1) * p);
-        let uj = &top[j * p..];
-        for (r, row) in bottom.chunks_exact_mut(p).enumerate() {
-            let i = j + 1 + r;
-            let uji = uj[i];
-            for (v, &ujl) in row[i..].iter_mut().zip(&uj[i..]) {
+        let uj = &top[j * p + j + 1..(j + 1) * p];
+        // Row i > j is updated from column j + 1 on, not from its diagonal: the entries left of
+        // the diagonal are never read, and loops of one length per j vectorise better.
+        for (row, &uji) in bottom.chunks_exact_mut(p).zip(uj) {
+            for (v, &ujl) in row[j + 1..].iter_mut().zip(uj) {
                 *v -= uji * ujl;
             }
         }
