@@ -433,7 +433,12 @@ impl pulp::WithSimd for PairKernel<'_, '_> {
                 }
                 o[col] = acc;
             }
-            let dot = if lanes == 8 {
+            let dot = if lanes == 8 && c0 == d {
+                // pulp's reduction adds the vector's halves, then the halves' halves, then the
+                // last two lanes: `((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))`, the tree
+                // below, in registers (test `register_reduction_is_the_lane_tree`).
+                simd.reduce_sum_f64s(dacc)
+            } else if lanes == 8 {
                 let mut acc = [0.0f64; 8];
                 S::as_mut_simd_f64s(&mut acc).0[0] = dacc;
                 for (q, col) in (c0..d).enumerate() {
@@ -575,4 +580,37 @@ fn mc_value(m: &LatentModel, b: &[f64], n: usize, mut rng: ChaCha8Rng) -> (f64, 
     let mean = s1 / nf;
     let var = (s2 / nf - mean * mean).max(0.0) * nf / (nf - 1.0).max(1.0);
     (mean, (var / nf).sqrt())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn register_reduction_is_the_lane_tree() {
+        struct Check;
+        impl pulp::WithSimd for Check {
+            type Output = usize;
+            #[inline(always)]
+            fn with_simd<S: pulp::Simd>(self, simd: S) -> usize {
+                if S::F64_LANES != 8 {
+                    return 0;
+                }
+                let mut x = 0.123_456_789_f64;
+                for _ in 0..1000 {
+                    let mut a = [0.0f64; 8];
+                    for v in &mut a {
+                        // Values of mixed signs and magnitudes, so that the order shows.
+                        x = (x * 3.7 + 0.31).fract();
+                        *v = (x - 0.5) * 10f64.powi((x * 30.0) as i32 - 15);
+                    }
+                    let tree = ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
+                    let v = S::as_simd_f64s(&a).0[0];
+                    assert_eq!(simd.reduce_sum_f64s(v).to_bits(), tree.to_bits(), "{a:?}");
+                }
+                1000
+            }
+        }
+        let checked = pulp::Arch::new().dispatch(Check);
+        // Only eight-lane (AVX-512) machines use the register reduction.
+        eprintln!("{checked} eight-lane reductions checked");
+    }
 }
