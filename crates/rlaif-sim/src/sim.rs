@@ -393,74 +393,153 @@ impl pulp::WithSimd for PairKernel<'_, '_> {
             h2,
             lab,
         } = self;
-        let (k, d, s) = (p.k, p.d, p.s);
-        let lanes = S::F64_LANES;
-        let sv = simd.splat_f64s(s);
+        let (d, lanes) = (p.d, S::F64_LANES);
         // The logits β⟨j, Δh⟩ + b_pos of the block's pairs, labelled after the loop.
         let rows = lab.len().min(PAIRS_PER_BLOCK);
         let mut logits = [0.0f64; PAIRS_PER_BLOCK];
-        for ((((x1, x2), o), z2), x) in xi1
-            .chunks_exact(k)
-            .zip(xi2.chunks_exact(k))
-            .zip(h1.chunks_exact_mut(d))
-            .zip(h2.chunks_exact(d))
-            .zip(logits[..rows].iter_mut())
-        {
-            // ⟨j, Δh⟩ in eight lanes (column c into lane c mod 8), as `dot_lanes` sums it: with
-            // eight-lane vectors the lanes are the vector's, accumulated as Δh is formed.
-            let mut dacc = simd.splat_f64s(0.0);
-            let mut c0 = 0;
-            while c0 + lanes <= d {
-                let (z1v, _) = S::as_simd_f64s(&o[c0..c0 + lanes]);
-                let (z2v, _) = S::as_simd_f64s(&z2[c0..c0 + lanes]);
-                let mut acc = simd.mul_f64s(sv, simd.sub_f64s(z1v[0], z2v[0]));
-                for ((&e1, &e2), mrow) in x1.iter().zip(x2).zip(p.mt.chunks_exact(d)) {
-                    let (mv, _) = S::as_simd_f64s(&mrow[c0..c0 + lanes]);
-                    acc = simd.mul_add_f64s(simd.splat_f64s(e1 - e2), mv[0], acc);
-                }
-                let (ov, _) = S::as_mut_simd_f64s(&mut o[c0..c0 + lanes]);
-                ov[0] = acc;
-                if lanes == 8 {
-                    let (jv, _) = S::as_simd_f64s(&p.j[c0..c0 + lanes]);
-                    dacc = simd.mul_add_f64s(jv[0], ov[0], dacc);
-                }
-                c0 += lanes;
-            }
-            for col in c0..d {
-                let mut acc = s * (o[col] - z2[col]);
-                for ((&e1, &e2), mrow) in x1.iter().zip(x2).zip(p.mt.chunks_exact(d)) {
-                    acc = (e1 - e2).mul_add(mrow[col], acc);
-                }
-                o[col] = acc;
-            }
-            let dot = if lanes == 8 && c0 == d {
-                // pulp's reduction adds the vector's halves, then the halves' halves, then the
-                // last two lanes: `((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))`, the tree
-                // below, in registers (test `register_reduction_is_the_lane_tree`).
-                simd.reduce_sum_f64s(dacc)
-            } else if lanes == 8 {
-                let mut acc = [0.0f64; 8];
-                S::as_mut_simd_f64s(&mut acc).0[0] = dacc;
-                for (q, col) in (c0..d).enumerate() {
-                    acc[q] = p.j[col].mul_add(o[col], acc[q]);
-                }
-                ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
-            } else {
-                crate::logistic::dot_lanes(p.j, o)
-            };
-            *x = p.beta * dot + p.b_pos;
+        if lanes == 8 && d % 8 == 0 && d <= 8 * NARROW_BLOCKS {
+            narrow_pairs(simd, p, xi1, xi2, h1, h2, &mut logits[..rows]);
+        } else {
+            wide_pairs(simd, p, xi1, xi2, h1, h2, &mut logits[..rows]);
         }
-        // ℓ = [u < σ(β⟨j, Δh⟩ + b_pos)], σ(x) = 1/(1 + e^{−x}) = e^{x}/(1 + e^{x}); a plain
-        // loop over the block's pairs, which the compiler vectorises (the `exp` is branch-free).
-        for (u, &x) in lab.iter_mut().zip(&logits[..rows]) {
-            let e = crate::vmath::exp_nonpos(-x.abs());
-            let prob = if x >= 0.0 {
-                1.0 / (1.0 + e)
-            } else {
-                e / (1.0 + e)
-            };
-            *u = if *u < prob { 1.0 } else { 0.0 };
+        label(lab, &logits[..rows]);
+    }
+}
+
+/// Column blocks of eight that [`narrow_pairs`] keeps in registers (d ≤ 32).
+const NARROW_BLOCKS: usize = 4;
+
+/// [`PairKernel`] for eight-lane vectors and d a multiple of eight up to 32: each pair's `Δh`
+/// stays in registers while the k latent terms are added (one broadcast of `ξ₁ₐ − ξ₂ₐ` per
+/// term for all column blocks). Every entry gets the same operations in the same order as in
+/// [`wide_pairs`].
+#[inline(always)]
+fn narrow_pairs<S: pulp::Simd>(
+    simd: S,
+    p: &Pairs<'_>,
+    xi1: &[f64],
+    xi2: &[f64],
+    h1: &mut [f64],
+    h2: &[f64],
+    logits: &mut [f64],
+) {
+    let (k, d) = (p.k, p.d);
+    let nb = d / 8;
+    let sv = simd.splat_f64s(p.s);
+    let zero = simd.splat_f64s(0.0);
+    let (jv, _) = S::as_simd_f64s(p.j);
+    let (mt, _) = S::as_simd_f64s(p.mt);
+    for ((((x1, x2), o), z2), x) in xi1
+        .chunks_exact(k)
+        .zip(xi2.chunks_exact(k))
+        .zip(h1.chunks_exact_mut(d))
+        .zip(h2.chunks_exact(d))
+        .zip(logits.iter_mut())
+    {
+        let (z1v, _) = S::as_simd_f64s(o);
+        let (z2v, _) = S::as_simd_f64s(z2);
+        let mut acc = [zero; NARROW_BLOCKS];
+        for b in 0..nb {
+            acc[b] = simd.mul_f64s(sv, simd.sub_f64s(z1v[b], z2v[b]));
         }
+        for (a, (&e1, &e2)) in x1.iter().zip(x2).enumerate() {
+            let e = simd.splat_f64s(e1 - e2);
+            let m = &mt[a * nb..(a + 1) * nb];
+            for b in 0..nb {
+                acc[b] = simd.mul_add_f64s(e, m[b], acc[b]);
+            }
+        }
+        let (ov, _) = S::as_mut_simd_f64s(o);
+        ov[..nb].copy_from_slice(&acc[..nb]);
+        let mut dacc = zero;
+        for b in 0..nb {
+            dacc = simd.mul_add_f64s(jv[b], acc[b], dacc);
+        }
+        // The lane tree of `dot_lanes` (pulp's reduction; see `register_reduction_is_the_lane_tree`).
+        *x = p.beta * simd.reduce_sum_f64s(dacc) + p.b_pos;
+    }
+}
+
+/// [`PairKernel`] in general: column blocks of the vector width, then the columns left over.
+#[inline(always)]
+fn wide_pairs<S: pulp::Simd>(
+    simd: S,
+    p: &Pairs<'_>,
+    xi1: &[f64],
+    xi2: &[f64],
+    h1: &mut [f64],
+    h2: &[f64],
+    logits: &mut [f64],
+) {
+    let (k, d, s) = (p.k, p.d, p.s);
+    let lanes = S::F64_LANES;
+    let sv = simd.splat_f64s(s);
+    for ((((x1, x2), o), z2), x) in xi1
+        .chunks_exact(k)
+        .zip(xi2.chunks_exact(k))
+        .zip(h1.chunks_exact_mut(d))
+        .zip(h2.chunks_exact(d))
+        .zip(logits.iter_mut())
+    {
+        // ⟨j, Δh⟩ in eight lanes (column c into lane c mod 8), as `dot_lanes` sums it: with
+        // eight-lane vectors the lanes are the vector's, accumulated as Δh is formed.
+        let mut dacc = simd.splat_f64s(0.0);
+        let mut c0 = 0;
+        while c0 + lanes <= d {
+            let (z1v, _) = S::as_simd_f64s(&o[c0..c0 + lanes]);
+            let (z2v, _) = S::as_simd_f64s(&z2[c0..c0 + lanes]);
+            let mut acc = simd.mul_f64s(sv, simd.sub_f64s(z1v[0], z2v[0]));
+            for ((&e1, &e2), mrow) in x1.iter().zip(x2).zip(p.mt.chunks_exact(d)) {
+                let (mv, _) = S::as_simd_f64s(&mrow[c0..c0 + lanes]);
+                acc = simd.mul_add_f64s(simd.splat_f64s(e1 - e2), mv[0], acc);
+            }
+            let (ov, _) = S::as_mut_simd_f64s(&mut o[c0..c0 + lanes]);
+            ov[0] = acc;
+            if lanes == 8 {
+                let (jv, _) = S::as_simd_f64s(&p.j[c0..c0 + lanes]);
+                dacc = simd.mul_add_f64s(jv[0], ov[0], dacc);
+            }
+            c0 += lanes;
+        }
+        for col in c0..d {
+            let mut acc = s * (o[col] - z2[col]);
+            for ((&e1, &e2), mrow) in x1.iter().zip(x2).zip(p.mt.chunks_exact(d)) {
+                acc = (e1 - e2).mul_add(mrow[col], acc);
+            }
+            o[col] = acc;
+        }
+        let dot = if lanes == 8 && c0 == d {
+            // pulp's reduction adds the vector's halves, then the halves' halves, then the
+            // last two lanes: `((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))`, the tree
+            // below, in registers (test `register_reduction_is_the_lane_tree`).
+            simd.reduce_sum_f64s(dacc)
+        } else if lanes == 8 {
+            let mut acc = [0.0f64; 8];
+            S::as_mut_simd_f64s(&mut acc).0[0] = dacc;
+            for (q, col) in (c0..d).enumerate() {
+                acc[q] = p.j[col].mul_add(o[col], acc[q]);
+            }
+            ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
+        } else {
+            crate::logistic::dot_lanes(p.j, o)
+        };
+        *x = p.beta * dot + p.b_pos;
+    }
+}
+
+/// ℓ = [u < σ(x)] for the logits x, σ(x) = 1/(1 + e^{−x}) = e^{x}/(1 + e^{x}), with `lab`
+/// holding the uniforms u on entry; a plain loop that the compiler vectorises (the `exp` is
+/// branch-free).
+#[inline(always)]
+fn label(lab: &mut [f64], logits: &[f64]) {
+    for (u, &x) in lab.iter_mut().zip(logits) {
+        let e = crate::vmath::exp_nonpos(-x.abs());
+        let prob = if x >= 0.0 {
+            1.0 / (1.0 + e)
+        } else {
+            e / (1.0 + e)
+        };
+        *u = if *u < prob { 1.0 } else { 0.0 };
     }
 }
 
@@ -584,6 +663,70 @@ fn mc_value(m: &LatentModel, b: &[f64], n: usize, mut rng: ChaCha8Rng) -> (f64, 
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// The register-resident pair kernel and the general one give the same `Δh` and logits,
+    /// bit for bit (they are chosen by the vector width and d).
+    #[test]
+    fn narrow_and_wide_pair_kernels_agree_bit_for_bit() {
+        struct Both<'a> {
+            p: &'a Pairs<'a>,
+            xi: &'a [f64],
+            z1: &'a [f64],
+            z2: &'a [f64],
+        }
+        impl pulp::WithSimd for Both<'_> {
+            type Output = Option<(Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>)>;
+            #[inline(always)]
+            fn with_simd<S: pulp::Simd>(self, simd: S) -> Self::Output {
+                if S::F64_LANES != 8 {
+                    return None;
+                }
+                let rows = self.z2.len() / self.p.d;
+                let (xi1, xi2) = self.xi.split_at(rows * self.p.k);
+                let (mut h_a, mut h_b) = (self.z1.to_vec(), self.z1.to_vec());
+                let (mut l_a, mut l_b) = (vec![0.0; rows], vec![0.0; rows]);
+                narrow_pairs(simd, self.p, xi1, xi2, &mut h_a, self.z2, &mut l_a);
+                wide_pairs(simd, self.p, xi1, xi2, &mut h_b, self.z2, &mut l_b);
+                Some((h_a, h_b, l_a, l_b))
+            }
+        }
+        for (d, k) in [(8, 4), (16, 4), (24, 6), (32, 8)] {
+            let rows = 37;
+            let rng = CounterStream::new(3, d as u64);
+            let draw = |first: u64, len: usize| {
+                let mut v = vec![0.0; len];
+                rng.fill_normal(first, &mut v);
+                v
+            };
+            let mt = draw(0, k * d);
+            let j = draw(10_000, d);
+            let xi = draw(20_000, 2 * rows * k);
+            let z1 = draw(40_000, rows * d);
+            let z2 = draw(60_000, rows * d);
+            let p = Pairs {
+                k,
+                d,
+                mt: &mt,
+                s: 0.7,
+                j: &j,
+                beta: 1.3,
+                b_pos: -0.2,
+            };
+            let out = pulp::Arch::new().dispatch(Both {
+                p: &p,
+                xi: &xi,
+                z1: &z1,
+                z2: &z2,
+            });
+            let Some((h_a, h_b, l_a, l_b)) = out else {
+                return; // not an eight-lane machine: only the general kernel runs
+            };
+            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&h_a), bits(&h_b), "Δh, d = {d}");
+            assert_eq!(bits(&l_a), bits(&l_b), "logits, d = {d}");
+        }
+    }
     #[test]
     fn register_reduction_is_the_lane_tree() {
         struct Check;
