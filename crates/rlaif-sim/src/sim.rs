@@ -449,10 +449,12 @@ fn narrow_pairs<S: pulp::Simd>(
                 acc[b] = simd.mul_add_f64s(e, m[b], acc[b]);
             }
         }
+        // Stores and the logit's sum straight from the registers (`copy_from_slice` of a
+        // run-time length became a call to `memcpy` through the stack).
         let (ov, _) = S::as_mut_simd_f64s(o);
-        ov[..nb].copy_from_slice(&acc[..nb]);
         let mut dacc = zero;
         for b in 0..nb {
+            ov[b] = acc[b];
             dacc = simd.mul_add_f64s(jv[b], acc[b], dacc);
         }
         // The lane tree of `dot_lanes` (pulp's reduction; see `register_reduction_is_the_lane_tree`).
