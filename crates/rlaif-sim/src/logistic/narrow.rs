@@ -352,7 +352,11 @@ fn diag_tile<S: pulp::Simd>(
     let zero = simd.splat_f64s(0.0);
     let mut h = [[zero; 4]; 4];
     let (mut cs, mut gs) = ([zero; 4], [zero; 4]);
-    for v in 0..w.len() {
+    // Every operand cut to the same length, so that the loop's indexing needs no bounds checks
+    // (a compare and branch per load competed with the multiply-adds for port 0).
+    let n = w.len();
+    let (r, xa) = (&r[..n], xa.map(|c| &c[..n]));
+    for v in 0..n {
         let (s, rv) = (w[v], r[v]);
         let x = [xa[0][v], xa[1][v], xa[2][v], xa[3][v]];
         for q in 0..4 {
@@ -377,7 +381,9 @@ fn off_tile<S: pulp::Simd>(
 ) -> Block<S::f64s> {
     let zero = simd.splat_f64s(0.0);
     let mut h = [[zero; 4]; 4];
-    for v in 0..w.len() {
+    let n = w.len();
+    let (xa, xb) = (xa.map(|c| &c[..n]), xb.map(|c| &c[..n]));
+    for v in 0..n {
         let s = w[v];
         let y = [
             simd.mul_f64s(s, xa[0][v]),
@@ -534,6 +540,7 @@ impl pulp::WithSimd for MarginChunk<'_> {
                 simd.splat_f64s(step[a0 + 2]),
                 simd.splat_f64s(step[a0 + 3]),
             ];
+            let xa = xa.map(|c| &c[..nv]);
             for (v, ov) in o.iter_mut().enumerate() {
                 let mut acc = *ov;
                 for q in 0..4 {
