@@ -1,12 +1,14 @@
 //! A crew: the calling thread and helpers from the rayon pool, sharing a sequence of short
 //! parallel jobs without a round trip into the pool per job.
 //!
-//! A Monte Carlo round at d = 16, n = 10³ is about thirty passes of 1–6 µs each (sampling
-//! blocks, then per Newton iteration a gradient-and-Hessian pass and a margin-and-loss pass).
-//! Handing half of such a pass to another thread through rayon's `join` or a parallel iterator
-//! costs about what it saves. A crew's helpers instead stay in a spin loop for the whole
-//! sequence ([`Crew::scope`]), and each job ([`Crew::map`], [`Crew::for_each_mut`]) is a number
-//! of units that every participant claims one at a time from one atomic word.
+//! The simulator's passes are short: at d = 16, n = 10³ a round is about thirty passes of
+//! 1–6 µs each (sampling blocks, then per Newton iteration a gradient-and-Hessian pass and a
+//! margin-and-loss pass), and handing half of such a pass to another thread through rayon's
+//! `join` or a parallel iterator costs about what it saves. A crew's helpers instead stay in a
+//! spin loop for the whole sequence ([`Crew::scope`]), and each job ([`Crew::map`],
+//! [`Crew::for_each_mut`]) is a number of units that every participant claims one at a time
+//! from one atomic word. `sim::simulate` hands a crew whole rounds when they are this small, and
+//! the passes of each round when they are large.
 //!
 //! * **No waiting on absent helpers.** The caller claims units too, and waits only for units a
 //!   helper has already claimed (and is running): a helper that starts late, or never (a busy
