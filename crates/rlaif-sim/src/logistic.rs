@@ -545,7 +545,7 @@ fn initial_loss(zc: &mut [f64], sig: &mut [f64]) -> f64 {
             for i in 0..m {
                 acc[i % 8] += ln2;
             }
-            ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
+            lane_tree(&acc)
         })
         .sum()
 }
@@ -666,7 +666,7 @@ pub(crate) fn dot_lanes(x: &[f64], w: &[f64]) -> f64 {
     for (q, (a, b)) in x[full..].iter().zip(&w[full..]).enumerate() {
         acc[q] = a.mul_add(*b, acc[q]);
     }
-    ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
+    lane_tree(&acc)
 }
 
 /// Gradient and Hessian of the objective at `theta` (margins computed from scratch).
@@ -887,6 +887,21 @@ fn scale_rows<S: pulp::Simd>(
     }
 }
 
+/// `v[0] + … + v[L−1]` by pairwise halving (`v[i] += v[i + L/2]`, L = 1, 2, 4 or 8): for
+/// eight lanes `((v₀ + v₄) + (v₂ + v₆)) + ((v₁ + v₅) + (v₃ + v₇))`, the order of every lane sum
+/// of the simulator (the SIMD kernels' lanes and the eight interleaved partial sums of
+/// [`sum_lanes`] and [`dot_lanes`]); written out, so that it stays in registers.
+#[inline(always)]
+pub(crate) fn lane_tree(v: &[f64]) -> f64 {
+    match *v {
+        [a] => a,
+        [a, b] => a + b,
+        [a, b, c, d] => (a + c) + (b + d),
+        [a, b, c, d, e, f, g, h] => ((a + e) + (c + g)) + ((b + f) + (d + h)),
+        _ => unreachable!("SIMD vectors of f64 have 1, 2, 4 or 8 lanes"),
+    }
+}
+
 /// `Σ v_i` in eight interleaved partial sums (element i into sum i mod 8) added in a fixed tree.
 #[inline(always)]
 fn sum_lanes(v: &[f64]) -> f64 {
@@ -901,7 +916,7 @@ fn sum_lanes(v: &[f64]) -> f64 {
     for (q, x) in v[full..].iter().enumerate() {
         acc[q] += x;
     }
-    ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
+    lane_tree(&acc)
 }
 
 #[inline(always)]
@@ -1093,17 +1108,40 @@ mod tests {
             x.extend(xi);
         }
         let f = fit(&x, d, &y, 1e-3).unwrap();
-        let one = rayon::ThreadPoolBuilder::new()
-            .num_threads(1)
-            .build()
-            .unwrap();
-        let g = one.install(|| fit(&x, d, &y, 1e-3).unwrap());
+        let g = pool(1).install(|| fit(&x, d, &y, 1e-3).unwrap());
         assert_eq!(f, g);
         // And the optimum is the optimum: zero gradient.
         let mut theta = f.w.clone();
         theta.push(f.intercept);
         let (grad, _) = grad_hess(&x, d, &y, &theta, 1e-3);
         assert!(dot(&grad, &grad).sqrt() < 1e-6, "{grad:?}");
+    }
+
+    /// n rows of d standard normals and labels drawn from a planted logistic model with weights
+    /// `scale · N(0, 1)` and intercept `bias`.
+    fn planted(
+        rng: &mut rand_chacha::ChaCha8Rng,
+        n: usize,
+        d: usize,
+        scale: f64,
+        bias: f64,
+    ) -> (Vec<f64>, Vec<f64>) {
+        let w: Vec<f64> = (0..d)
+            .map(|_| scale * rng.sample::<f64, _>(StandardNormal))
+            .collect();
+        let x: Vec<f64> = (0..n * d).map(|_| rng.sample(StandardNormal)).collect();
+        let y: Vec<f64> = x
+            .chunks_exact(d)
+            .map(|xi| f64::from(rng.gen::<f64>() < sigmoid(dot(xi, &w) + bias)))
+            .collect();
+        (x, y)
+    }
+
+    fn pool(threads: usize) -> rayon::ThreadPool {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
     }
 
     /// Random rows, σ values (0 on the padding) and labels for the design tests.
@@ -1180,6 +1218,22 @@ mod tests {
         }
     }
 
+    #[test]
+    fn initial_loss_is_the_loss_kernel_at_zero() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(13);
+        for n in [0, 7, 512, 1000, 1537] {
+            let y: Vec<f64> = (0..n).map(|_| f64::from(rng.gen::<bool>())).collect();
+            let zeros = vec![0.0; n];
+            let (mut zc, mut sig) = (vec![f64::NAN; n], vec![f64::NAN; n]);
+            let want = data_loss(&Crew::serial(), &zeros, &zeros, 0.0, &y, &mut zc, &mut sig);
+            let (mut zc0, mut sig0) = (vec![f64::NAN; n], vec![f64::NAN; n]);
+            let got = initial_loss(&mut zc0, &mut sig0);
+            assert_eq!(got.to_bits(), want.to_bits(), "n = {n}");
+            assert_eq!(zc0, zc);
+            assert_eq!(sig0, sig);
+        }
+    }
+
     /// `X̃θ` on every padded row, chunk by chunk.
     fn margin_all(design: &impl Design, theta: &[f64], dz: &mut [f64]) {
         for (c, out) in dz.chunks_mut(CHUNK).enumerate() {
@@ -1204,11 +1258,7 @@ mod tests {
         };
         let serial = run(&Crew::serial());
         for threads in [2, 3] {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            let crewed = pool.install(|| Crew::scope(|crew| run(crew)));
+            let crewed = pool(threads).install(|| Crew::scope(|crew| run(crew)));
             assert_eq!(crewed, serial, "{threads} threads");
         }
     }
@@ -1218,22 +1268,11 @@ mod tests {
         // The simulator's size (two chunks), a ragged one, and the row-major layout.
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(12);
         for (n, d) in [(1000, 16), (1700, 5), (1200, 40)] {
-            let w: Vec<f64> = (0..d)
-                .map(|_| 0.4 * rng.sample::<f64, _>(StandardNormal))
-                .collect();
-            let x: Vec<f64> = (0..n * d).map(|_| rng.sample(StandardNormal)).collect();
-            let y: Vec<f64> = x
-                .chunks_exact(d)
-                .map(|xi| f64::from(rng.gen::<f64>() < sigmoid(dot(xi, &w) - 0.3)))
-                .collect();
+            let (x, y) = planted(&mut rng, n, d, 0.4, -0.3);
             let serial = fit_in(&Crew::serial(), &x, d, &y, 1e-3).unwrap();
             for threads in [2, 3] {
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build()
-                    .unwrap();
                 // Many fits in one crew, as the simulator runs them.
-                let all = pool.install(|| {
+                let all = pool(threads).install(|| {
                     Crew::scope(|crew| {
                         (0..20)
                             .map(|_| fit_in(crew, &x, d, &y, 1e-3).unwrap())
@@ -1251,14 +1290,7 @@ mod tests {
     fn feature_major_and_row_major_fits_find_the_same_optimum() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(10);
         for (n, d) in [(300, 2), (2000, 16), (1500, 31)] {
-            let w: Vec<f64> = (0..d)
-                .map(|_| 0.5 * rng.sample::<f64, _>(StandardNormal))
-                .collect();
-            let x: Vec<f64> = (0..n * d).map(|_| rng.sample(StandardNormal)).collect();
-            let y: Vec<f64> = x
-                .chunks_exact(d)
-                .map(|xi| f64::from(rng.gen::<f64>() < sigmoid(dot(xi, &w) + 0.2)))
-                .collect();
+            let (x, y) = planted(&mut rng, n, d, 0.5, 0.2);
             let crew = Crew::serial();
             let narrow = fit_impl(
                 &crew,

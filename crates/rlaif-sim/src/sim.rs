@@ -261,7 +261,7 @@ fn stream(seed: u64, round: usize, purpose: u64, block: usize) -> ChaCha8Rng {
 /// the policy's mean shift is common to both responses and cancels, and the pairs (hence the
 /// labels `ℓ = [u < σ(β⟨j, Δh⟩ + b_pos)]`) do not depend on b. `Δh` is computed in this form,
 /// which also avoids the cancellation of a large common mean late in a run. (So
-/// [`simulate`] can sample round t + 1 while round t is being fitted.) The draws are vectorised
+/// [`simulate`] can fit its rounds independently of each other.) The draws are vectorised
 /// fills and each pair is one pass of a SIMD kernel chosen at run time; nothing is allocated
 /// per sample.
 /// Up to [`SERIAL_MAX_BLOCKS`] blocks (any number when rayon has one thread) run on the
@@ -512,8 +512,8 @@ fn wide_pairs<S: pulp::Simd>(
         }
         let dot = if lanes == 8 && c0 == d {
             // pulp's reduction adds the vector's halves, then the halves' halves, then the
-            // last two lanes: `((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))`, the tree
-            // below, in registers (test `register_reduction_is_the_lane_tree`).
+            // last two lanes: `((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))`, the tree of
+            // `lane_tree`, in registers (test `register_reduction_is_the_lane_tree`).
             simd.reduce_sum_f64s(dacc)
         } else if lanes == 8 {
             let mut acc = [0.0f64; 8];
@@ -521,7 +521,7 @@ fn wide_pairs<S: pulp::Simd>(
             for (q, col) in (c0..d).enumerate() {
                 acc[q] = p.j[col].mul_add(o[col], acc[q]);
             }
-            ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
+            crate::logistic::lane_tree(&acc)
         } else {
             crate::logistic::dot_lanes(p.j, o)
         };

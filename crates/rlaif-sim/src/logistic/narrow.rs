@@ -27,7 +27,7 @@
 
 use std::cell::Cell;
 
-use super::{Design, CHUNK};
+use super::{lane_tree, Design, CHUNK};
 use crate::aligned::Aligned;
 use crate::crew::Crew;
 
@@ -85,31 +85,20 @@ impl FeatureMajor {
         // costs more than the copy (the allocator returns freed memory to the system and
         // takes page faults on the next use), and fresh row buffers start in this thread's
         // cache even where a crew's helper works on them.
-        let Scratch { xt, wt, res, parts } = SCRATCH.with(Cell::take);
-        let mut fm = Self {
-            xt,
-            base: 0,
-            d,
-            dt: 0,
-            rows: 0,
-            wt,
-            res,
+        let Scratch {
+            mut xt,
+            mut wt,
+            mut res,
             parts,
-        };
-        fm.fill(crew, x, d);
-        fm
-    }
-
-    /// Replaces the data by `x` (`n × d`, row-major, `1 ≤ d ≤ MAX_D`), in this value's memory.
-    fn fill(&mut self, crew: &Crew, x: &[f64], d: usize) {
+        } = SCRATCH.with(Cell::take);
         let n = x.len() / d;
         let dt = d.div_ceil(4) * 4;
         let rows = n.div_ceil(ROW_PAD) * ROW_PAD;
-        self.wt.resize(rows);
-        self.res.resize(rows);
+        wt.resize(rows);
+        res.resize(rows);
         let len: usize = chunks(rows, dt).map(|(_, _, mb)| dt * stride(mb)).sum();
-        self.xt.resize(len + 7, 0.0);
-        let base = match self.xt.as_ptr().align_offset(64) {
+        xt.resize(len + 7, 0.0);
+        let base = match xt.as_ptr().align_offset(64) {
             b @ 0..=7 => b,
             _ => 0,
         };
@@ -122,10 +111,19 @@ impl FeatureMajor {
         };
         let mut jobs: Vec<(&[f64], &mut [f64])> = x
             .chunks(CHUNK * d)
-            .zip(self.xt[base..base + len].chunks_mut(dt * stride(CHUNK)))
+            .zip(xt[base..base + len].chunks_mut(dt * stride(CHUNK)))
             .collect();
         crew.for_each_mut(&mut jobs, |_, (x, xt)| fill((x, xt)));
-        (self.base, self.d, self.dt, self.rows) = (base, d, dt, rows);
+        Self {
+            xt,
+            base,
+            d,
+            dt,
+            rows,
+            wt,
+            res,
+            parts,
+        }
     }
 }
 
@@ -253,19 +251,6 @@ impl Design for FeatureMajor {
         let off = c * dt * stride(CHUNK);
         let xt = &self.data()[off..off + dt * stride(dz.len())];
         pulp::Arch::new().dispatch(MarginChunk { xt, step, out: dz });
-    }
-}
-
-/// `v[0] + … + v[L−1]` by pairwise halving (`v[i] += v[i + L/2]`, L = 1, 2, 4 or 8), the
-/// order [`super::sum_lanes`] uses for eight lanes; written out, so that it stays in registers.
-#[inline(always)]
-fn lane_tree(v: &[f64]) -> f64 {
-    match *v {
-        [a] => a,
-        [a, b] => a + b,
-        [a, b, c, d] => (a + c) + (b + d),
-        [a, b, c, d, e, f, g, h] => ((a + e) + (c + g)) + ((b + f) + (d + h)),
-        _ => unreachable!("SIMD vectors of f64 have 1, 2, 4 or 8 lanes"),
     }
 }
 
