@@ -257,23 +257,20 @@ fn main() {
     let mut dh = vec![0.0; n * d];
     let mut labels = vec![0.0; n];
 
-    // Everything timed runs in one crew, as `simulate` runs its rounds: the calling thread plus
-    // every other thread of the rayon pool, entered once.
+    // One round, and its sampling and fit alone, timed in one crew (the calling thread plus the
+    // pool's helpers, entered once): each pass split between the threads, as `simulate` runs
+    // rounds too large to run whole.
     let mut round = 0;
     let mut iterations = Vec::new();
     let (t_round, fit, t_sample, t_fit) = Crew::scope(|crew| {
+        let sample = |round, dh: &mut [f64], labels: &mut [f64]| {
+            let (model, j, cfg) = (&bench.model, &bench.j, &bench.cfg);
+            sample_labelled_pairs_in(crew, model, j, cfg, round, dh, labels);
+        };
         // Whole round; each repetition draws a different round's streams.
         let (t_round, fit) = best(reps, || {
             round += 1;
-            sample_labelled_pairs_in(
-                crew,
-                &bench.model,
-                &bench.j,
-                &bench.cfg,
-                round,
-                &mut dh,
-                &mut labels,
-            );
+            sample(round, &mut dh, &mut labels);
             let f = logistic::fit_in(crew, &dh, d, &labels, bench.cfg.ridge)
                 .unwrap_or_else(|e| fail(&e.to_string()));
             iterations.push(f.iterations);
@@ -281,15 +278,7 @@ fn main() {
         });
         let (t_sample, ()) = best(reps, || {
             round += 1;
-            sample_labelled_pairs_in(
-                crew,
-                &bench.model,
-                &bench.j,
-                &bench.cfg,
-                round,
-                &mut dh,
-                &mut labels,
-            );
+            sample(round, &mut dh, &mut labels);
         });
         let (t_fit, _) = best(reps, || {
             logistic::fit_in(crew, &dh, d, &labels, bench.cfg.ridge)
@@ -312,7 +301,7 @@ fn main() {
         logistic::HessianPass::new(&dh, d, &labels, &sig).unwrap_or_else(|e| fail(&e.to_string()));
     let hess_reps = reps.max(3);
     // `simulate` itself, `rounds` rounds from b (τ = 1, no value draws): the per-round time of
-    // a running simulation, where a round's fit overlaps the next round's draws.
+    // a running simulation (whole rounds per thread at small sizes).
     let (t_sim, sim_iterations) = if rounds > 0 {
         let mut cfg = bench.cfg.clone();
         cfg.rounds = rounds;
