@@ -135,15 +135,16 @@ fn box_muller(radius: u64, angle: u64) -> (f64, f64) {
     // The IEEE square root (correctly rounded, so the same on every instruction set; it
     // replaced a Newton iteration that gave the same bits on 5·10⁷ radii and took longer).
     let rho = (-2.0 * vmath::ln(u)).abs().sqrt();
-    let q = angle >> 62;
     let phi = (f64::from_bits(ONE | ((angle << 2) >> 12)) - 1.5) * std::f64::consts::FRAC_PI_2;
     let (sp, cp) = vmath::sin_cos_quarter(phi);
-    // θ = qπ/2 + φ: odd quadrants swap sin and cos; cos θ < 0 for q ∈ {1, 2}, sin θ < 0 for
-    // q ∈ {2, 3}.
-    let odd = q & 1 == 1;
+    // θ = qπ/2 + φ with q = (q₁q₀) the angle word's top two bits: odd quadrants swap sin and
+    // cos; sin θ < 0 for q ∈ {2, 3} (q₁ = 1) and cos θ < 0 for q ∈ {1, 2}, where the top bit
+    // of q + 1 (mod 4) is set. The signs are read off the word's top bits directly.
+    const TOP: u64 = 1 << 63;
+    let odd = angle & (TOP >> 1) != 0;
     let (a, b) = if odd { (sp, cp) } else { (cp, sp) };
-    let cos_sign = ((q ^ (q >> 1)) & 1) << 63;
-    let sin_sign = (q >> 1) << 63;
+    let cos_sign = angle.wrapping_add(TOP >> 1) & TOP;
+    let sin_sign = angle & TOP;
     (
         f64::from_bits((rho * a).to_bits() ^ cos_sign),
         f64::from_bits((rho * b).to_bits() ^ sin_sign),
@@ -174,21 +175,22 @@ fn normal_group(stream: &CounterStream, g: u64, out: &mut [f64; NORMAL_GROUP]) {
 /// Normal groups computed together by [`FillNormal`].
 const STEP_GROUPS: usize = 2;
 
+/// Words `0 .. STEP_GROUPS · NORMAL_GROUP` of a step's groups relative to its first word:
+/// `steps[w] = w γ`.
+type StepOffsets = [u64; STEP_GROUPS * NORMAL_GROUP];
+
 /// Groups `g .. g + STEP_GROUPS` of normals into `out`, the same numbers as that many calls of
-/// [`normal_group`].
+/// [`normal_group`], given `base = start + (16g + 1) γ` (the counter of the step's first word)
+/// and the word offsets `steps`. (Counters by addition: computing them from g took two 64-bit
+/// vector multiplies per step, which run on the port the rest of the kernel waits for.)
 #[inline(always)]
-fn normal_groups(stream: &CounterStream, g: u64, out: &mut [f64; STEP_GROUPS * NORMAL_GROUP]) {
+fn normal_groups(base: u64, steps: &StepOffsets, out: &mut [f64; STEP_GROUPS * NORMAL_GROUP]) {
     let mut radius = [0u64; STEP_GROUPS * LANES];
     let mut angle = [0u64; STEP_GROUPS * LANES];
-    let base = stream
-        .start
-        .wrapping_add(stream.gamma.wrapping_mul(g * NORMAL_GROUP as u64 + 1));
     for h in 0..STEP_GROUPS {
-        let hb = base.wrapping_add(stream.gamma.wrapping_mul((h * NORMAL_GROUP) as u64));
         for l in 0..LANES {
-            radius[h * LANES + l] = mix64(hb.wrapping_add(stream.gamma.wrapping_mul(l as u64)));
-            angle[h * LANES + l] =
-                mix64(hb.wrapping_add(stream.gamma.wrapping_mul((LANES + l) as u64)));
+            radius[h * LANES + l] = mix64(base.wrapping_add(steps[h * NORMAL_GROUP + l]));
+            angle[h * LANES + l] = mix64(base.wrapping_add(steps[h * NORMAL_GROUP + LANES + l]));
         }
     }
     let mut cs = [0.0f64; STEP_GROUPS * LANES];
@@ -235,10 +237,18 @@ impl pulp::WithSimd for FillNormal<'_> {
         // other's (80 → 62 µs for 40 960 normals on one core; three or four groups spill
         // registers).
         let mut pairs = rest.chunks_exact_mut(STEP_GROUPS * NORMAL_GROUP);
+        let steps: StepOffsets = std::array::from_fn(|w| stream.gamma.wrapping_mul(w as u64));
+        let step = stream
+            .gamma
+            .wrapping_mul((STEP_GROUPS * NORMAL_GROUP) as u64);
+        let mut base = stream
+            .start
+            .wrapping_add(stream.gamma.wrapping_mul(g * NORMAL_GROUP as u64 + 1));
         for chunk in &mut pairs {
             let chunk: &mut [f64; STEP_GROUPS * NORMAL_GROUP] =
                 chunk.try_into().expect("chunk of STEP_GROUPS groups");
-            normal_groups(&stream, g, chunk);
+            normal_groups(base, &steps, chunk);
+            base = base.wrapping_add(step);
             g += STEP_GROUPS as u64;
         }
         let rest = pairs.into_remainder();
