@@ -27,7 +27,7 @@ use rlaif_sim::crew::Crew;
 use rlaif_sim::linalg::{dot, Mat};
 use rlaif_sim::logistic;
 use rlaif_sim::model::LatentModel;
-use rlaif_sim::sim::{sample_labelled_pairs_in, simulate, Mode, SimConfig};
+use rlaif_sim::sim::{monte_carlo_round, sample_labelled_pairs_in, simulate, Mode, SimConfig};
 
 /// The instance generator shared with `bench/numpy_sim.py`.
 struct SplitMix64(u64);
@@ -257,9 +257,11 @@ fn main() {
     let mut dh = vec![0.0; n * d];
     let mut labels = vec![0.0; n];
 
-    // One round, and its sampling and fit alone, timed in one crew (the calling thread plus the
-    // pool's helpers, entered once): each pass split between the threads, as `simulate` runs
-    // rounds too large to run whole.
+    // One round (`monte_carlo_round`, as `simulate` runs it), and the row-major sampler and fit
+    // alone (`sample_labelled_pairs_in`, `logistic::fit_in`, the public entry points; below
+    // d = 32 a round samples into the fit's own layout instead), timed in one crew (the calling
+    // thread plus the pool's helpers, entered once): each pass split between the threads, as
+    // `simulate` runs rounds too large to run whole.
     let mut round = 0;
     let mut iterations = Vec::new();
     let (t_round, fit, t_sample, t_fit) = Crew::scope(|crew| {
@@ -270,8 +272,8 @@ fn main() {
         // Whole round; each repetition draws a different round's streams.
         let (t_round, fit) = best(reps, || {
             round += 1;
-            sample(round, &mut dh, &mut labels);
-            let f = logistic::fit_in(crew, &dh, d, &labels, bench.cfg.ridge)
+            let (model, j, cfg) = (&bench.model, &bench.j, &bench.cfg);
+            let f = monte_carlo_round(crew, model, j, cfg, round)
                 .unwrap_or_else(|e| fail(&e.to_string()));
             iterations.push(f.iterations);
             f

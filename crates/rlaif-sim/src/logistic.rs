@@ -5,9 +5,11 @@
 //! Cholesky, and iteration stops when the Newton step is below `1e-10` (the step is then not
 //! taken). Otherwise the step is backtracked (halving) until the Armijo condition
 //! `L(θ + tδ) ≤ L(θ) + 10⁻⁴ t ∇Lᵀδ` holds, or, when the predicted decrease `−t ∇Lᵀδ` is below
-//! the loss's rounding resolution `2⁻⁴⁰ (1 + |L|)`, until the loss has not risen by more than
+//! the loss's rounding resolution `2⁻⁴⁰ |L|`, until the loss has not risen by more than
 //! that resolution: near the optimum the change of a sum of n terms is lost in its rounding, and
-//! the Armijo test would reject good steps at random. Labels may be soft (ℓ ∈ [0, 1]). Rows are
+//! the Armijo test would reject good steps at random. Iteration also stops when no trial
+//! decreases the loss or the accepted step `t|δ|` is below `1e-10` (separable rows, where the
+//! unpenalised intercept has no optimum). Labels may be soft (ℓ ∈ [0, 1]). Rows are
 //! processed in fixed chunks on a [`Crew`] and reduced in chunk order, so results are
 //! bit-identical for any thread count.
 
@@ -99,6 +101,10 @@ fn validate(x: &[f64], d: usize, y: &[f64], ridge: f64) -> Result<(), FitError> 
             x.len()
         )));
     }
+    validate_labels(y, ridge)
+}
+
+fn validate_labels(y: &[f64], ridge: f64) -> Result<(), FitError> {
     if y.iter().any(|l| !(0.0..=1.0).contains(l)) {
         return Err(FitError::Invalid("labels must lie in [0, 1]".into()));
     }
@@ -126,6 +132,56 @@ fn fit_valid(
     } else {
         fit_impl(crew, &mut RowMajor::new(x, d), d, y, ridge)
     }
+}
+
+/// A design of n rows of width d ≤ 31 in the feature-major layout the fit reads for narrow
+/// inputs, written in place by its producer (the simulator's sampler) instead of copied from
+/// row-major rows: [`Columns::chunks_mut`], then [`fit_columns`].
+#[derive(Debug)]
+pub(crate) struct Columns {
+    design: narrow::FeatureMajor,
+    n: usize,
+}
+
+pub(crate) use narrow::{transpose, ColumnChunk};
+
+impl Columns {
+    /// Room for `n` rows of width `d`; `None` unless `1 ≤ d ≤ 31`.
+    pub(crate) fn new(n: usize, d: usize) -> Option<Self> {
+        (1..=narrow::MAX_D).contains(&d).then(|| Self {
+            design: narrow::FeatureMajor::with_rows(n, d),
+            n,
+        })
+    }
+
+    /// The chunks of [`CHUNK`] rows in order, each to be written for its rows below n and
+    /// features below d (the padding is zero).
+    pub(crate) fn chunks_mut(&mut self) -> Vec<ColumnChunk<'_>> {
+        self.design.columns_mut(self.n)
+    }
+}
+
+/// [`fit_in`] on a design written in place: the same result, bit for bit, as [`fit_in`] on the
+/// same rows in row-major order.
+///
+/// # Errors
+/// As [`fit`].
+pub(crate) fn fit_columns(
+    crew: &Crew,
+    cols: &mut Columns,
+    y: &[f64],
+    ridge: f64,
+) -> Result<LogisticFit, FitError> {
+    if y.len() != cols.n {
+        return Err(FitError::Shape(format!(
+            "{} labels for {} rows",
+            y.len(),
+            cols.n
+        )));
+    }
+    validate_labels(y, ridge)?;
+    let d = cols.design.d();
+    fit_impl(crew, &mut cols.design, d, y, ridge)
 }
 
 /// The design matrix `X̃ = [X 1]` in the layout one of the fit's kernels reads, with the
@@ -367,7 +423,7 @@ fn newton(
             return done(&theta, iter, loss);
         }
         let slope = dot(&grad, &step);
-        let resolution = LOSS_RESOLUTION * (1.0 + loss.abs());
+        let resolution = LOSS_RESOLUTION * loss.abs();
         let mut t = 1.0;
         let mut accepted = false;
         for trial in 0..60 {
@@ -408,8 +464,10 @@ fn newton(
             }
             t *= 0.5;
         }
-        if !accepted {
-            // No decrease possible at machine precision: we are at the optimum.
+        if !accepted || t * dot(&step, &step).sqrt() < STEP_TOL {
+            // No decrease possible at machine precision (or only by a step below the
+            // tolerance): we are at the optimum, or, where there is none (separable rows), as
+            // far along the loss's decrease as it can be resolved.
             return done(&theta, iter, loss);
         }
     }
@@ -419,7 +477,7 @@ fn newton(
 /// Newton steps shorter than this end the fit (THEORY §7 step 4).
 const STEP_TOL: f64 = 1e-10;
 
-/// The loss's rounding resolution relative to `1 + |L|`: 2⁻⁴⁰, about 4096 units in the last
+/// The loss's rounding resolution relative to `|L|`: 2⁻⁴⁰, about 4096 units in the last
 /// place, above the rounding error of a sum of up to 10⁷ terms of similar size (which grows
 /// like √n ulp).
 const LOSS_RESOLUTION: f64 = 1.0 / (1u64 << 40) as f64;
@@ -1373,6 +1431,18 @@ mod tests {
             assert!(gn < 1e-9 * n as f64, "|∇L| = {gn:e}");
         }
         assert!(worst <= 8, "a fit took {worst} Newton iterations");
+    }
+
+    /// With every label 1 the unpenalised intercept has no optimum: the loss falls towards 0
+    /// until it is exactly 0 and no step can decrease it, and the fit stops there.
+    #[test]
+    fn labels_all_one_stop_where_the_loss_vanishes() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(12);
+        for (n, d) in [(1, 5), (7, 16), (40, 3)] {
+            let x: Vec<f64> = (0..n * d).map(|_| rng.sample(StandardNormal)).collect();
+            let f = fit(&x, d, &vec![1.0; n], 1e-3).unwrap();
+            assert!(f.intercept > 30.0 && f.loss < 1e-12, "n={n}: {f:?}");
+        }
     }
 
     #[test]

@@ -167,30 +167,50 @@ fn monte_carlo_fits(
     cfg: &SimConfig,
 ) -> Result<Vec<logistic::LogisticFit>, FitError> {
     let (n, d) = (cfg.pairs, m.d());
-    let one_round = |crew: &Crew, t: usize, dh: &mut Vec<f64>, labels: &mut Vec<f64>| {
-        dh.resize(n * d, 0.0);
-        labels.resize(n, 0.0);
-        sample_labelled_pairs_in(crew, m, j, cfg, t, dh, labels);
-        logistic::fit_in(crew, dh, d, labels, cfg.ridge)
-    };
     Crew::scope(|crew| {
         if n * (d + 1) < ROUND_PARALLEL_MAX_ELEMS {
             crew.map(cfg.rounds, |r| {
-                ROUND_BUFFERS.with(|cell| {
-                    let (mut dh, mut labels) = cell.take();
-                    let fit = one_round(&Crew::serial(), r + 1, &mut dh, &mut labels);
-                    cell.set((dh, labels));
-                    fit
-                })
+                monte_carlo_round(&Crew::serial(), m, j, cfg, r + 1)
             })
             .into_iter()
             .collect()
         } else {
-            let (mut dh, mut labels) = (Vec::new(), Vec::new());
             (1..=cfg.rounds)
-                .map(|t| one_round(crew, t, &mut dh, &mut labels))
+                .map(|t| monte_carlo_round(crew, m, j, cfg, t))
                 .collect()
         }
+    })
+}
+
+/// Steps 1–4 of round `round` on `crew`, as [`simulate`] runs them: the round's pairs
+/// ([`sample_labelled_pairs`]) and the reward model fitted to them ([`logistic::fit`]), the
+/// same numbers bit for bit. Narrow rows (d ≤ 31) are sampled straight into the fit's
+/// feature-major layout instead of as rows that the fit then copies; the buffers are the
+/// calling thread's, kept for its next round.
+///
+/// # Errors
+/// [`FitError`] if the fit fails.
+pub fn monte_carlo_round(
+    crew: &Crew,
+    m: &LatentModel,
+    j: &[f64],
+    cfg: &SimConfig,
+    round: usize,
+) -> Result<logistic::LogisticFit, FitError> {
+    let (n, d) = (cfg.pairs, m.d());
+    ROUND_BUFFERS.with(|cell| {
+        let (mut dh, mut labels) = cell.take();
+        labels.resize(n, 0.0);
+        let fit = if let Some(mut cols) = logistic::Columns::new(n, d) {
+            sample_columns_in(crew, m, j, cfg, round, &mut cols, &mut labels);
+            logistic::fit_columns(crew, &mut cols, &labels, cfg.ridge)
+        } else {
+            dh.resize(n * d, 0.0);
+            sample_labelled_pairs_in(crew, m, j, cfg, round, &mut dh, &mut labels);
+            logistic::fit_in(crew, &dh, d, &labels, cfg.ridge)
+        };
+        cell.set((dh, labels));
+        fit
     })
 }
 
@@ -199,7 +219,7 @@ fn monte_carlo_fits(
 const ROUND_PARALLEL_MAX_ELEMS: usize = 1 << 15;
 
 thread_local! {
-    /// The pairs and labels of the last round this thread ran whole, kept for its next one.
+    /// The pairs and labels of the last round this thread ran, kept for its next one.
     static ROUND_BUFFERS: std::cell::Cell<(Vec<f64>, Vec<f64>)> =
         const { std::cell::Cell::new((Vec::new(), Vec::new())) };
 }
@@ -248,13 +268,12 @@ fn stream(seed: u64, round: usize, purpose: u64, block: usize) -> ChaCha8Rng {
 /// Steps 1–3: fills `dh` (`n × d`) and `labels` (n) for round `round`.
 ///
 /// Block `B` of [`PAIRS_PER_BLOCK`] pairs (`r` pairs; the last block may be shorter) reads the
-/// stream `CounterStream::new(seed, stream_id(round, 0, B))`: standard normals
-/// `0 .. rk` are the `ξ` of the first responses of its pairs (pair by pair, k each),
-/// `rk .. 2rk` those of the second responses, `2rk .. 2rk + rd` the `ζ` of the first responses,
-/// `2rk + rd .. 2rk + 2rd` those of the second; the label uniforms are words `N .. N + r` with
-/// `N = 2r(k + d)` rounded up to a whole normal group. The responses of a pair are
-/// `h_r = W z_r + m_ε + s ζ_r` with `z_r = m_z + L ξ_r` (`m_z = μ₀ + Σ_z Wᵀ b`, `m_ε = s² b`
-/// under policy tilt b), so their difference is
+/// stream `CounterStream::new(seed, stream_id(round, 0, B))`, feature by feature: standard
+/// normal `a·r + t` is `ξ₁ₐ` of the block's pair t (the first response's latent draw),
+/// `rk + a·r + t` its `ξ₂ₐ`, `2rk + c·r + t` its `ζ₁c` and `2rk + rd + c·r + t` its `ζ₂c`; the
+/// label uniforms are words `N .. N + r` with `N = 2r(k + d)` rounded up to a whole normal
+/// group. The responses of a pair are `h_r = W z_r + m_ε + s ζ_r` with `z_r = m_z + L ξ_r`
+/// (`m_z = μ₀ + Σ_z Wᵀ b`, `m_ε = s² b` under policy tilt b), so their difference is
 ///
 /// `Δh = h₁ − h₂ = M (ξ₁ − ξ₂) + s (ζ₁ − ζ₂)`, `M = W L`:
 ///
@@ -262,10 +281,10 @@ fn stream(seed: u64, round: usize, purpose: u64, block: usize) -> ChaCha8Rng {
 /// labels `ℓ = [u < σ(β⟨j, Δh⟩ + b_pos)]`) do not depend on b. `Δh` is computed in this form,
 /// which also avoids the cancellation of a large common mean late in a run. (So
 /// [`simulate`] can fit its rounds independently of each other.) The draws are vectorised
-/// fills and each pair is one pass of a SIMD kernel chosen at run time; nothing is allocated
-/// per sample.
-/// Up to [`SERIAL_MAX_BLOCKS`] blocks (any number when rayon has one thread) run on the
-/// calling thread; the result is the same either way.
+/// fills and a SIMD kernel forms the pairs with one pair per lane (the feature-major draws
+/// are its operands); nothing is allocated per sample. Up to [`SERIAL_MAX_BLOCKS`] blocks (any
+/// number when rayon has one thread) run on the calling thread; the result is the same either
+/// way.
 pub fn sample_labelled_pairs(
     m: &LatentModel,
     j: &[f64],
@@ -296,27 +315,62 @@ pub fn sample_labelled_pairs_in(
     labels: &mut [f64],
 ) {
     let d = m.d();
-    let k = m.k();
-    let s = m.s2().sqrt();
-    // Mᵀ = (W L)ᵀ row-major (k × d), so that column a of M is a contiguous row.
-    let mt = m.w().matmul(m.sigma_z_chol().l()).transpose();
-    let pairs = Pairs {
-        k,
-        d,
-        mt: mt.as_slice(),
-        s,
-        j,
-        beta: cfg.beta,
-        b_pos: cfg.b_pos,
-    };
+    let wl = m.w().matmul(m.sigma_z_chol().l());
+    let pairs = Pairs::new(m, &wl, j, cfg);
     let mut blocks: Vec<(&mut [f64], &mut [f64])> = dh
         .chunks_mut(PAIRS_PER_BLOCK * d)
         .zip(labels.chunks_mut(PAIRS_PER_BLOCK))
         .collect();
-    crew.for_each_mut(&mut blocks, |bi, (h1, lab)| {
+    crew.for_each_mut(&mut blocks, |bi, (rows, lab)| {
         let rng = CounterStream::new(cfg.seed, stream_id(round, 0, bi));
-        pairs.block(&rng, h1, lab);
+        let r = lab.len();
+        // The block's pairs feature-major (stride r), then transposed into its rows.
+        let mut cols = COLUMN_BUFFER.with(std::cell::Cell::take);
+        cols.resize(d * r, 0.0);
+        pairs.block(&rng, &mut cols, r, lab);
+        logistic::transpose(&cols, r, rows, d);
+        COLUMN_BUFFER.with(|b| b.set(cols));
     });
+}
+
+/// [`sample_labelled_pairs_in`] straight into the feature-major design the fit reads for
+/// narrow rows: the same pairs and labels.
+fn sample_columns_in(
+    crew: &Crew,
+    m: &LatentModel,
+    j: &[f64],
+    cfg: &SimConfig,
+    round: usize,
+    cols: &mut logistic::Columns,
+    labels: &mut [f64],
+) {
+    let wl = m.w().matmul(m.sigma_z_chol().l());
+    let pairs = Pairs::new(m, &wl, j, cfg);
+    // A fit chunk holds whole blocks.
+    const BLOCKS_PER_CHUNK: usize = logistic::CHUNK / PAIRS_PER_BLOCK;
+    let mut jobs: Vec<_> = cols
+        .chunks_mut()
+        .into_iter()
+        .zip(labels.chunks_mut(logistic::CHUNK))
+        .collect();
+    crew.for_each_mut(&mut jobs, |c, (chunk, lab)| {
+        for (q, lab) in lab.chunks_mut(PAIRS_PER_BLOCK).enumerate() {
+            let bi = c * BLOCKS_PER_CHUNK + q;
+            debug_assert_eq!(chunk.first_row, c * logistic::CHUNK);
+            let rng = CounterStream::new(cfg.seed, stream_id(round, 0, bi));
+            pairs.block(
+                &rng,
+                &mut chunk.data[q * PAIRS_PER_BLOCK..],
+                chunk.stride,
+                lab,
+            );
+        }
+    });
+}
+
+thread_local! {
+    /// A block's pairs feature-major, before [`sample_labelled_pairs_in`] writes them as rows.
+    static COLUMN_BUFFER: std::cell::Cell<Vec<f64>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// Blocks of pairs that [`sample_labelled_pairs`] draws on the calling thread.
@@ -326,40 +380,52 @@ pub const SERIAL_MAX_BLOCKS: usize = 1;
 struct Pairs<'a> {
     k: usize,
     d: usize,
-    mt: &'a [f64],
+    /// `M = W L` row-major (d × k).
+    m: &'a [f64],
     s: f64,
     j: &'a [f64],
     beta: f64,
     b_pos: f64,
 }
 
-impl Pairs<'_> {
-    /// One block: `h1` (r × d) receives Δh, `lab` (r) the labels.
-    fn block(&self, rng: &CounterStream, h1: &mut [f64], lab: &mut [f64]) {
+impl<'a> Pairs<'a> {
+    fn new(model: &LatentModel, m: &'a crate::linalg::Mat, j: &'a [f64], cfg: &SimConfig) -> Self {
+        Self {
+            k: model.k(),
+            d: model.d(),
+            m: m.as_slice(),
+            s: model.s2().sqrt(),
+            j,
+            beta: cfg.beta,
+            b_pos: cfg.b_pos,
+        }
+    }
+
+    /// One block of `r = lab.len()` pairs: `Δh` of pair t, feature c, into `out[c·stride + t]`,
+    /// and the labels into `lab`.
+    fn block(&self, rng: &CounterStream, out: &mut [f64], stride: usize, lab: &mut [f64]) {
         let (k, d) = (self.k, self.d);
-        let rows = lab.len();
-        let (rk, rd) = ((rows * k) as u64, (rows * d) as u64);
-        // This thread's buffers for the block's ξ and second ζ, kept between blocks (every
-        // value is overwritten by the fills).
-        let (mut xi, mut h2) = BLOCK_BUFFERS.with(std::cell::Cell::take);
-        xi.resize(2 * rows * k, 0.0);
-        h2.resize(rows * d, 0.0);
+        let r = lab.len();
+        let (rk, rd) = ((r * k) as u64, (r * d) as u64);
+        // This thread's buffers for the block's ξ and ζ, kept between blocks (every value is
+        // overwritten by the fills).
+        let (mut xi, mut zeta) = BLOCK_BUFFERS.with(std::cell::Cell::take);
+        xi.resize(2 * r * k, 0.0);
+        zeta.resize(2 * r * d, 0.0);
         rng.fill_normal(0, &mut xi);
-        rng.fill_normal(2 * rk, h1);
-        rng.fill_normal(2 * rk + rd, &mut h2);
+        rng.fill_normal(2 * rk, &mut zeta);
         let group = NORMAL_GROUP as u64;
-        // `lab` holds the pairs' uniforms until the kernel turns them into labels.
+        // `lab` holds the pairs' uniforms until they are turned into labels.
         rng.fill_uniform((2 * (rk + rd)).div_ceil(group) * group, lab);
-        let (xi1, xi2) = xi.split_at(rows * k);
         pulp::Arch::new().dispatch(PairKernel {
             p: self,
-            xi1,
-            xi2,
-            h1,
-            h2: &h2,
+            xi: &mut xi,
+            zeta: &zeta,
+            out,
+            stride,
             lab,
         });
-        BLOCK_BUFFERS.with(|c| c.set((xi, h2)));
+        BLOCK_BUFFERS.with(|c| c.set((xi, zeta)));
     }
 }
 
@@ -369,14 +435,20 @@ thread_local! {
         const { std::cell::Cell::new((Vec::new(), Vec::new())) };
 }
 
-/// The SIMD body of [`Pairs::block`]: per pair, `Δh = s (ζ₁ − ζ₂) + Σ_a (ξ₁ₐ − ξ₂ₐ) M_a` into
-/// `h1` (which holds ζ₁ on entry), and the label.
+/// The SIMD body of [`Pairs::block`], one pair per lane: for each feature c,
+/// `Δh_c = s (ζ₁c − ζ₂c) + Σ_a M_ca (ξ₁ₐ − ξ₂ₐ)` (terms added in order of a, fused
+/// multiply-adds) and the logit `β Σ_c j_c Δh_c + b_pos` (features added in order), then the
+/// labels. Pairs beyond the last whole vector get the same operations one at a time, so every
+/// pair's numbers are the same wherever it falls.
 struct PairKernel<'a, 'b> {
     p: &'a Pairs<'b>,
-    xi1: &'a [f64],
-    xi2: &'a [f64],
-    h1: &'a mut [f64],
-    h2: &'a [f64],
+    /// `ξ₁` then `ξ₂` (each k × r, feature-major); overwritten with `ξ₁ − ξ₂`.
+    xi: &'a mut [f64],
+    /// `ζ₁` then `ζ₂` (each d × r, feature-major).
+    zeta: &'a [f64],
+    out: &'a mut [f64],
+    stride: usize,
+    /// The pairs' uniforms on entry, their labels on return.
     lab: &'a mut [f64],
 }
 
@@ -387,145 +459,123 @@ impl pulp::WithSimd for PairKernel<'_, '_> {
     fn with_simd<S: pulp::Simd>(self, simd: S) -> Self::Output {
         let PairKernel {
             p,
-            xi1,
-            xi2,
-            h1,
-            h2,
+            xi,
+            zeta,
+            out,
+            stride,
             lab,
         } = self;
-        let (d, lanes) = (p.d, S::F64_LANES);
-        // The logits β⟨j, Δh⟩ + b_pos of the block's pairs, labelled after the loop.
-        let rows = lab.len().min(PAIRS_PER_BLOCK);
+        let (k, d, r) = (p.k, p.d, lab.len());
         let mut logits = [0.0f64; PAIRS_PER_BLOCK];
-        if lanes == 8 && d % 8 == 0 && d <= 8 * NARROW_BLOCKS {
-            narrow_pairs(simd, p, xi1, xi2, h1, h2, &mut logits[..rows]);
-        } else {
-            wide_pairs(simd, p, xi1, xi2, h1, h2, &mut logits[..rows]);
+        let logits = &mut logits[..r];
+        let lanes = S::F64_LANES;
+        let (e, xi2) = xi.split_at_mut(r * k);
+        for (a, &b) in e.iter_mut().zip(&xi2[..r * k]) {
+            *a -= b;
         }
-        label(lab, &logits[..rows]);
-    }
-}
-
-/// Column blocks of eight that [`narrow_pairs`] keeps in registers (d ≤ 32).
-const NARROW_BLOCKS: usize = 4;
-
-/// [`PairKernel`] for eight-lane vectors and d a multiple of eight up to 32: each pair's `Δh`
-/// stays in registers while the k latent terms are added (one broadcast of `ξ₁ₐ − ξ₂ₐ` per
-/// term for all column blocks). Every entry gets the same operations in the same order as in
-/// [`wide_pairs`].
-#[inline(always)]
-fn narrow_pairs<S: pulp::Simd>(
-    simd: S,
-    p: &Pairs<'_>,
-    xi1: &[f64],
-    xi2: &[f64],
-    h1: &mut [f64],
-    h2: &[f64],
-    logits: &mut [f64],
-) {
-    let (k, d) = (p.k, p.d);
-    let nb = d / 8;
-    let sv = simd.splat_f64s(p.s);
-    let zero = simd.splat_f64s(0.0);
-    let (jv, _) = S::as_simd_f64s(p.j);
-    let (mt, _) = S::as_simd_f64s(p.mt);
-    for ((((x1, x2), o), z2), x) in xi1
-        .chunks_exact(k)
-        .zip(xi2.chunks_exact(k))
-        .zip(h1.chunks_exact_mut(d))
-        .zip(h2.chunks_exact(d))
-        .zip(logits.iter_mut())
-    {
-        let (z1v, _) = S::as_simd_f64s(o);
-        let (z2v, _) = S::as_simd_f64s(z2);
-        let mut acc = [zero; NARROW_BLOCKS];
-        for b in 0..nb {
-            acc[b] = simd.mul_f64s(sv, simd.sub_f64s(z1v[b], z2v[b]));
-        }
-        for (a, (&e1, &e2)) in x1.iter().zip(x2).enumerate() {
-            let e = simd.splat_f64s(e1 - e2);
-            let m = &mt[a * nb..(a + 1) * nb];
-            for b in 0..nb {
-                acc[b] = simd.mul_add_f64s(e, m[b], acc[b]);
-            }
-        }
-        // Stores and the logit's sum straight from the registers (`copy_from_slice` of a
-        // run-time length became a call to `memcpy` through the stack).
-        let (ov, _) = S::as_mut_simd_f64s(o);
-        let mut dacc = zero;
-        for b in 0..nb {
-            ov[b] = acc[b];
-            dacc = simd.mul_add_f64s(jv[b], acc[b], dacc);
-        }
-        // The lane tree of `dot_lanes` (pulp's reduction; see `register_reduction_is_the_lane_tree`).
-        *x = p.beta * simd.reduce_sum_f64s(dacc) + p.b_pos;
-    }
-}
-
-/// [`PairKernel`] in general: column blocks of the vector width, then the columns left over.
-#[inline(always)]
-fn wide_pairs<S: pulp::Simd>(
-    simd: S,
-    p: &Pairs<'_>,
-    xi1: &[f64],
-    xi2: &[f64],
-    h1: &mut [f64],
-    h2: &[f64],
-    logits: &mut [f64],
-) {
-    let (k, d, s) = (p.k, p.d, p.s);
-    let lanes = S::F64_LANES;
-    let sv = simd.splat_f64s(s);
-    for ((((x1, x2), o), z2), x) in xi1
-        .chunks_exact(k)
-        .zip(xi2.chunks_exact(k))
-        .zip(h1.chunks_exact_mut(d))
-        .zip(h2.chunks_exact(d))
-        .zip(logits.iter_mut())
-    {
-        // ⟨j, Δh⟩ in eight lanes (column c into lane c mod 8), as `dot_lanes` sums it: with
-        // eight-lane vectors the lanes are the vector's, accumulated as Δh is formed.
-        let mut dacc = simd.splat_f64s(0.0);
-        let mut c0 = 0;
-        while c0 + lanes <= d {
-            let (z1v, _) = S::as_simd_f64s(&o[c0..c0 + lanes]);
-            let (z2v, _) = S::as_simd_f64s(&z2[c0..c0 + lanes]);
-            let mut acc = simd.mul_f64s(sv, simd.sub_f64s(z1v[0], z2v[0]));
-            for ((&e1, &e2), mrow) in x1.iter().zip(x2).zip(p.mt.chunks_exact(d)) {
-                let (mv, _) = S::as_simd_f64s(&mrow[c0..c0 + lanes]);
-                acc = simd.mul_add_f64s(simd.splat_f64s(e1 - e2), mv[0], acc);
-            }
-            let (ov, _) = S::as_mut_simd_f64s(&mut o[c0..c0 + lanes]);
-            ov[0] = acc;
-            if lanes == 8 {
-                let (jv, _) = S::as_simd_f64s(&p.j[c0..c0 + lanes]);
-                dacc = simd.mul_add_f64s(jv[0], ov[0], dacc);
-            }
-            c0 += lanes;
-        }
-        for col in c0..d {
-            let mut acc = s * (o[col] - z2[col]);
-            for ((&e1, &e2), mrow) in x1.iter().zip(x2).zip(p.mt.chunks_exact(d)) {
-                acc = (e1 - e2).mul_add(mrow[col], acc);
-            }
-            o[col] = acc;
-        }
-        let dot = if lanes == 8 && c0 == d {
-            // pulp's reduction adds the vector's halves, then the halves' halves, then the
-            // last two lanes: `((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))`, the tree of
-            // `lane_tree`, in registers (test `register_reduction_is_the_lane_tree`).
-            simd.reduce_sum_f64s(dacc)
-        } else if lanes == 8 {
-            let mut acc = [0.0f64; 8];
-            S::as_mut_simd_f64s(&mut acc).0[0] = dacc;
-            for (q, col) in (c0..d).enumerate() {
-                acc[q] = p.j[col].mul_add(o[col], acc[q]);
-            }
-            crate::logistic::lane_tree(&acc)
-        } else {
-            crate::logistic::dot_lanes(p.j, o)
+        let e = &*e;
+        let (z1, z2) = zeta.split_at(r * d);
+        let (m, j) = (&p.m[..d * k], &p.j[..d]);
+        let sv = simd.splat_f64s(p.s);
+        let (beta, b_pos) = (simd.splat_f64s(p.beta), simd.splat_f64s(p.b_pos));
+        // Four vectors of pairs per step (the latent terms' loop runs once per four fused
+        // multiply-adds), then single vectors, then single pairs.
+        let ops = PairOps {
+            e,
+            z1,
+            z2,
+            m,
+            j,
+            r,
+            k,
+            s: sv,
+            beta,
+            b_pos,
         };
-        *x = p.beta * dot + p.b_pos;
+        let (step4, step1) = (4 * lanes, lanes);
+        let full4 = r / step4 * step4;
+        let full = r / step1 * step1;
+        for t0 in (0..full4).step_by(step4) {
+            ops.vectors::<S, 4>(simd, t0, out, stride, logits);
+        }
+        for t0 in (full4..full).step_by(step1) {
+            ops.vectors::<S, 1>(simd, t0, out, stride, logits);
+        }
+        for t in full..r {
+            let mut logit = 0.0;
+            for c in 0..d {
+                let mut acc = p.s * (z1[c * r + t] - z2[c * r + t]);
+                for a in 0..k {
+                    acc = m[c * k + a].mul_add(e[a * r + t], acc);
+                }
+                out[c * stride + t] = acc;
+                logit = j[c].mul_add(acc, logit);
+            }
+            logits[t] = p.beta * logit + p.b_pos;
+        }
+        label(lab, logits);
+    }
+}
+
+/// The operands of [`PairKernel`]'s vector steps.
+struct PairOps<'a, V> {
+    /// `ξ₁ − ξ₂`, k × r.
+    e: &'a [f64],
+    z1: &'a [f64],
+    z2: &'a [f64],
+    /// M, d × k.
+    m: &'a [f64],
+    j: &'a [f64],
+    r: usize,
+    k: usize,
+    s: V,
+    beta: V,
+    b_pos: V,
+}
+
+impl<V: Copy> PairOps<'_, V> {
+    /// Pairs `t0 .. t0 + NV·lanes`: their `Δh` into `out` and their logits.
+    #[inline(always)]
+    fn vectors<S: pulp::Simd<f64s = V>, const NV: usize>(
+        &self,
+        simd: S,
+        t0: usize,
+        out: &mut [f64],
+        stride: usize,
+        logits: &mut [f64],
+    ) {
+        let (r, k, lanes) = (self.r, self.k, S::F64_LANES);
+        let width = NV * lanes;
+        let load = |x: &[f64]| -> [V; NV] {
+            let (v, _) = S::as_simd_f64s(&x[..width]);
+            std::array::from_fn(|q| v[q])
+        };
+        let mut logit = [simd.splat_f64s(0.0); NV];
+        let cols = self.z1.chunks_exact(r).zip(self.z2.chunks_exact(r));
+        for (c, ((z1c, z2c), (mc, &jc))) in cols.zip(self.m.chunks_exact(k).zip(self.j)).enumerate()
+        {
+            let (a1, a2) = (load(&z1c[t0..]), load(&z2c[t0..]));
+            let mut acc: [V; NV] =
+                std::array::from_fn(|q| simd.mul_f64s(self.s, simd.sub_f64s(a1[q], a2[q])));
+            for (ea, &mca) in self.e.chunks_exact(r).zip(mc) {
+                let ev = load(&ea[t0..]);
+                let mv = simd.splat_f64s(mca);
+                for q in 0..NV {
+                    acc[q] = simd.mul_add_f64s(mv, ev[q], acc[q]);
+                }
+            }
+            let o = c * stride + t0;
+            let (ov, _) = S::as_mut_simd_f64s(&mut out[o..o + width]);
+            let jv = simd.splat_f64s(jc);
+            for q in 0..NV {
+                ov[q] = acc[q];
+                logit[q] = simd.mul_add_f64s(jv, acc[q], logit[q]);
+            }
+        }
+        let (lv, _) = S::as_mut_simd_f64s(&mut logits[t0..t0 + width]);
+        for q in 0..NV {
+            lv[q] = simd.add_f64s(simd.mul_f64s(self.beta, logit[q]), self.b_pos);
+        }
     }
 }
 
@@ -661,101 +711,4 @@ fn mc_value(m: &LatentModel, b: &[f64], n: usize, mut rng: ChaCha8Rng) -> (f64, 
     let mean = s1 / nf;
     let var = (s2 / nf - mean * mean).max(0.0) * nf / (nf - 1.0).max(1.0);
     (mean, (var / nf).sqrt())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The register-resident pair kernel and the general one give the same `Δh` and logits,
-    /// bit for bit (they are chosen by the vector width and d).
-    #[test]
-    fn narrow_and_wide_pair_kernels_agree_bit_for_bit() {
-        struct Both<'a> {
-            p: &'a Pairs<'a>,
-            xi: &'a [f64],
-            z1: &'a [f64],
-            z2: &'a [f64],
-        }
-        impl pulp::WithSimd for Both<'_> {
-            type Output = Option<(Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>)>;
-            #[inline(always)]
-            fn with_simd<S: pulp::Simd>(self, simd: S) -> Self::Output {
-                if S::F64_LANES != 8 {
-                    return None;
-                }
-                let rows = self.z2.len() / self.p.d;
-                let (xi1, xi2) = self.xi.split_at(rows * self.p.k);
-                let (mut h_a, mut h_b) = (self.z1.to_vec(), self.z1.to_vec());
-                let (mut l_a, mut l_b) = (vec![0.0; rows], vec![0.0; rows]);
-                narrow_pairs(simd, self.p, xi1, xi2, &mut h_a, self.z2, &mut l_a);
-                wide_pairs(simd, self.p, xi1, xi2, &mut h_b, self.z2, &mut l_b);
-                Some((h_a, h_b, l_a, l_b))
-            }
-        }
-        for (d, k) in [(8, 4), (16, 4), (24, 6), (32, 8)] {
-            let rows = 37;
-            let rng = CounterStream::new(3, d as u64);
-            let draw = |first: u64, len: usize| {
-                let mut v = vec![0.0; len];
-                rng.fill_normal(first, &mut v);
-                v
-            };
-            let mt = draw(0, k * d);
-            let j = draw(10_000, d);
-            let xi = draw(20_000, 2 * rows * k);
-            let z1 = draw(40_000, rows * d);
-            let z2 = draw(60_000, rows * d);
-            let p = Pairs {
-                k,
-                d,
-                mt: &mt,
-                s: 0.7,
-                j: &j,
-                beta: 1.3,
-                b_pos: -0.2,
-            };
-            let out = pulp::Arch::new().dispatch(Both {
-                p: &p,
-                xi: &xi,
-                z1: &z1,
-                z2: &z2,
-            });
-            let Some((h_a, h_b, l_a, l_b)) = out else {
-                return; // not an eight-lane machine: only the general kernel runs
-            };
-            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&h_a), bits(&h_b), "Δh, d = {d}");
-            assert_eq!(bits(&l_a), bits(&l_b), "logits, d = {d}");
-        }
-    }
-    #[test]
-    fn register_reduction_is_the_lane_tree() {
-        struct Check;
-        impl pulp::WithSimd for Check {
-            type Output = usize;
-            #[inline(always)]
-            fn with_simd<S: pulp::Simd>(self, simd: S) -> usize {
-                if S::F64_LANES != 8 {
-                    return 0;
-                }
-                let mut x = 0.123_456_789_f64;
-                for _ in 0..1000 {
-                    let mut a = [0.0f64; 8];
-                    for v in &mut a {
-                        // Values of mixed signs and magnitudes, so that the order shows.
-                        x = (x * 3.7 + 0.31).fract();
-                        *v = (x - 0.5) * 10f64.powi((x * 30.0) as i32 - 15);
-                    }
-                    let tree = ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
-                    let v = S::as_simd_f64s(&a).0[0];
-                    assert_eq!(simd.reduce_sum_f64s(v).to_bits(), tree.to_bits(), "{a:?}");
-                }
-                1000
-            }
-        }
-        let checked = pulp::Arch::new().dispatch(Check);
-        // Only eight-lane (AVX-512) machines use the register reduction.
-        eprintln!("{checked} eight-lane reductions checked");
-    }
 }

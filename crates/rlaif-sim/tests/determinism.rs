@@ -121,14 +121,17 @@ fn sampler_matches_a_direct_transcription_of_section_7() {
         let sz_wt_b = m.sigma_z().matvec(&m.w().t_matvec(&b));
         let l = m.sigma_z_chol().l();
         let s = m.s2().sqrt();
-        // One response from ξ = normals xi0.., ζ = normals zeta0.. of the stream.
-        let respond = |rng: &CounterStream, xi0: u64, zeta0: u64| -> Vec<f64> {
-            let xi: Vec<f64> = (0..k as u64).map(|a| rng.normal_at(xi0 + a)).collect();
+        // One response from ξ_a = normal xi0 + a·step, ζ_c = normal zeta0 + c·step of the
+        // stream (a block's draws are feature-major: step = the block's pairs).
+        let respond = |rng: &CounterStream, xi0: u64, zeta0: u64, step: u64| -> Vec<f64> {
+            let xi: Vec<f64> = (0..k as u64)
+                .map(|a| rng.normal_at(xi0 + a * step))
+                .collect();
             let lxi = l.matvec(&xi);
             let z: Vec<f64> = (0..k).map(|i| m.mu0()[i] + sz_wt_b[i] + lxi[i]).collect();
             let wz = m.w().matvec(&z);
             (0..d)
-                .map(|i| wz[i] + m.s2() * b[i] + s * rng.normal_at(zeta0 + i as u64))
+                .map(|i| wz[i] + m.s2() * b[i] + s * rng.normal_at(zeta0 + i as u64 * step))
                 .collect()
         };
         let mut mismatched_labels = 0;
@@ -139,8 +142,8 @@ fn sampler_matches_a_direct_transcription_of_section_7() {
             let (k64, d64) = (k as u64, d as u64);
             let (rk, rd) = (rows * k64, rows * d64);
             let rng = CounterStream::new(cfg.seed, stream_id(round, 0, block));
-            let h1 = respond(&rng, t * k64, 2 * rk + t * d64);
-            let h2 = respond(&rng, rk + t * k64, 2 * rk + rd + t * d64);
+            let h1 = respond(&rng, t, 2 * rk + t, rows);
+            let h2 = respond(&rng, rk + t, 2 * rk + rd + t, rows);
             let want: Vec<f64> = h1.iter().zip(&h2).map(|(a, c)| a - c).collect();
             let got = &dh[i * d..(i + 1) * d];
             for (g, w) in got.iter().zip(&want) {
@@ -194,6 +197,46 @@ fn parallel_rounds_are_the_sequential_loop() {
             assert_eq!(r.newton_iterations, Some(*iters), "{threads} threads");
             assert_eq!(r.a_hat, Some(m.alignment(w)), "{threads} threads");
             assert_eq!(r.v.to_bits(), v.to_bits(), "{threads} threads");
+        }
+    }
+}
+
+/// A round as `simulate` runs it (narrow rows sampled straight into the fit's feature-major
+/// layout) is the public sampler's rows fitted by `logistic::fit`, bit for bit, whatever the
+/// tails: partial vectors of pairs, partial sampling blocks and fit chunks, one pair; on one
+/// thread and on a crew of three.
+#[test]
+fn a_round_is_the_sampled_rows_fitted() {
+    use rlaif_sim::crew::Crew;
+    use rlaif_sim::sim::monte_carlo_round;
+    for (d, k) in [(5, 2), (16, 4), (24, 20), (40, 6)] {
+        let (m, j, _) = model(d, k, 6);
+        for n in [1, 7, 255, 256, 513, 1100] {
+            let cfg = config(n, 1);
+            let mut dh = vec![0.0; n * d];
+            let mut labels = vec![0.0; n];
+            sample_labelled_pairs(&m, &j, &cfg, 3, &mut dh, &mut labels);
+            let want = rlaif_sim::logistic::fit(&dh, d, &labels, cfg.ridge)
+                .unwrap_or_else(|e| panic!("d={d} n={n}: {e} {labels:?}"));
+            let serial = monte_carlo_round(&Crew::serial(), &m, &j, &cfg, 3).unwrap();
+            let crew = with_threads(3, || {
+                Crew::scope(|crew| monte_carlo_round(crew, &m, &j, &cfg, 3).unwrap())
+            });
+            for got in [serial, crew] {
+                assert_eq!(got.iterations, want.iterations, "d={d} n={n}");
+                assert_eq!(
+                    got.intercept.to_bits(),
+                    want.intercept.to_bits(),
+                    "d={d} n={n}"
+                );
+                assert!(
+                    got.w
+                        .iter()
+                        .zip(&want.w)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "d={d} n={n}"
+                );
+            }
         }
     }
 }

@@ -81,17 +81,33 @@ fn chunks(rows: usize, dt: usize) -> impl Iterator<Item = (usize, usize, usize)>
 impl FeatureMajor {
     /// Copies `x` (`n × d`, row-major, `1 ≤ d ≤ MAX_D`) into feature-major chunks.
     pub(super) fn new(crew: &Crew, x: &[f64], d: usize) -> Self {
-        // The buffers of the previous fit on this thread, if any: a fresh 100 kB allocation
-        // costs more than the copy (the allocator returns freed memory to the system and
-        // takes page faults on the next use), and fresh row buffers start in this thread's
-        // cache even where a crew's helper works on them.
+        let n = x.len() / d;
+        let mut fm = Self::with_rows(n, d);
+        let fill = |(x, xt): (&[f64], &mut [f64])| {
+            let m = x.len() / d;
+            zero_padding(xt, d, m);
+            transpose(x, d, xt, stride(m.div_ceil(ROW_PAD) * ROW_PAD));
+        };
+        let mut jobs: Vec<(&[f64], &mut [f64])> = x
+            .chunks(CHUNK * d)
+            .zip(fm.chunks_mut().into_iter().map(|c| c.data))
+            .collect();
+        crew.for_each_mut(&mut jobs, |_, (x, xt)| fill((x, xt)));
+        fm
+    }
+
+    /// Room for `n` rows of width `d`, to be written by [`FeatureMajor::columns_mut`] or
+    /// [`FeatureMajor::new`]'s copy. The buffers of the previous fit on this thread are reused
+    /// if there are any: a fresh 100 kB allocation costs more than the copy (the allocator
+    /// returns freed memory to the system and takes page faults on the next use), and fresh row
+    /// buffers start in this thread's cache even where a crew's helper works on them.
+    pub(super) fn with_rows(n: usize, d: usize) -> Self {
         let Scratch {
             mut xt,
             mut wt,
             mut res,
             parts,
         } = SCRATCH.with(Cell::take);
-        let n = x.len() / d;
         let dt = d.div_ceil(4) * 4;
         let rows = n.div_ceil(ROW_PAD) * ROW_PAD;
         wt.resize(rows);
@@ -102,18 +118,6 @@ impl FeatureMajor {
             b @ 0..=7 => b,
             _ => 0,
         };
-        let fill = |(x, xt): (&[f64], &mut [f64])| {
-            #[cfg(target_arch = "x86_64")]
-            if let Some(v3) = pulp::x86::V3::try_new() {
-                return pulp::Simd::vectorize(v3, TransposeAvx { v3, x, d, xt });
-            }
-            pulp::Arch::new().dispatch(Transpose { x, d, xt });
-        };
-        let mut jobs: Vec<(&[f64], &mut [f64])> = x
-            .chunks(CHUNK * d)
-            .zip(xt[base..base + len].chunks_mut(dt * stride(CHUNK)))
-            .collect();
-        crew.for_each_mut(&mut jobs, |_, (x, xt)| fill((x, xt)));
         Self {
             xt,
             base,
@@ -125,6 +129,45 @@ impl FeatureMajor {
             parts,
         }
     }
+
+    /// Every chunk's `dt × m̄` block (feature a's values at `a · stride(m̄)`), in chunk order.
+    fn chunks_mut(&mut self) -> Vec<ColumnChunk<'_>> {
+        let (dt, rows) = (self.dt, self.rows);
+        let len: usize = chunks(rows, dt).map(|(_, _, mb)| dt * stride(mb)).sum();
+        self.xt[self.base..self.base + len]
+            .chunks_mut(dt * stride(CHUNK))
+            .zip(chunks(rows, dt))
+            .map(|(data, (_, first_row, mb))| ColumnChunk {
+                first_row,
+                stride: stride(mb),
+                data,
+            })
+            .collect()
+    }
+
+    /// Every chunk's columns for its producer to write the first `n` rows of features
+    /// `0..d` (n as given to [`FeatureMajor::with_rows`]); the padding is zeroed here.
+    pub(super) fn columns_mut(&mut self, n: usize) -> Vec<ColumnChunk<'_>> {
+        let d = self.d;
+        let mut chunks = self.chunks_mut();
+        for c in &mut chunks {
+            let m = n.saturating_sub(c.first_row).min(CHUNK);
+            zero_padding(c.data, d, m);
+        }
+        chunks
+    }
+}
+
+/// One chunk of a [`FeatureMajor`] design: feature a of its row `first_row + t` is
+/// `data[a · stride + t]`.
+#[derive(Debug)]
+pub(crate) struct ColumnChunk<'a> {
+    /// The design row of the chunk's first row.
+    pub(crate) first_row: usize,
+    /// Distance between the chunk's feature columns.
+    pub(crate) stride: usize,
+    /// The chunk's columns.
+    pub(crate) data: &'a mut [f64],
 }
 
 /// What a [`FeatureMajor`] keeps for the next fit on the same thread.
@@ -162,6 +205,11 @@ impl Drop for FeatureMajor {
 }
 
 impl FeatureMajor {
+    /// The row width d.
+    pub(super) fn d(&self) -> usize {
+        self.d
+    }
+
     /// The chunks (see `xt`), from `base`.
     fn data(&self) -> &[f64] {
         &self.xt[self.base..]
@@ -450,11 +498,31 @@ fn zero_padding(xt: &mut [f64], d: usize, m: usize) {
     }
 }
 
-/// Feature-major copy of one chunk: `xt[a·stride(m̄) + i] = x[i·d + a]`, padding zero.
+/// The transpose of `src` (rows of width `w`) into rows of stride `ds`:
+/// `dst[a·ds + i] = src[i·w + a]`.
+pub(crate) fn transpose(src: &[f64], w: usize, dst: &mut [f64], ds: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(v3) = pulp::x86::V3::try_new() {
+        return pulp::Simd::vectorize(
+            v3,
+            TransposeAvx {
+                v3,
+                src,
+                w,
+                dst,
+                ds,
+            },
+        );
+    }
+    pulp::Arch::new().dispatch(Transpose { src, w, dst, ds });
+}
+
+/// [`transpose`], eight rows at a time: each column's eight values are one contiguous store.
 struct Transpose<'a> {
-    x: &'a [f64],
-    d: usize,
-    xt: &'a mut [f64],
+    src: &'a [f64],
+    w: usize,
+    dst: &'a mut [f64],
+    ds: usize,
 }
 
 impl pulp::WithSimd for Transpose<'_> {
@@ -462,26 +530,22 @@ impl pulp::WithSimd for Transpose<'_> {
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
-        let Transpose { x, d, xt } = self;
-        let m = x.len() / d;
-        zero_padding(xt, d, m);
-        let mb = stride(m.div_ceil(ROW_PAD) * ROW_PAD);
-        // Eight rows at a time: each feature's eight values are one contiguous store.
-        let mut blocks = x.chunks_exact(ROW_PAD * d);
+        let Transpose { src, w, dst, ds } = self;
+        let mut blocks = src.chunks_exact(ROW_PAD * w);
         let mut i0 = 0;
         for xb in &mut blocks {
-            for a in 0..d {
+            for a in 0..w {
                 let mut v = [0.0; ROW_PAD];
                 for (l, vl) in v.iter_mut().enumerate() {
-                    *vl = xb[l * d + a];
+                    *vl = xb[l * w + a];
                 }
-                xt[a * mb + i0..a * mb + i0 + ROW_PAD].copy_from_slice(&v);
+                dst[a * ds + i0..a * ds + i0 + ROW_PAD].copy_from_slice(&v);
             }
             i0 += ROW_PAD;
         }
-        for (l, xi) in blocks.remainder().chunks_exact(d).enumerate() {
+        for (l, xi) in blocks.remainder().chunks_exact(w).enumerate() {
             for (a, &v) in xi.iter().enumerate() {
-                xt[a * mb + i0 + l] = v;
+                dst[a * ds + i0 + l] = v;
             }
         }
     }
@@ -543,13 +607,14 @@ impl pulp::WithSimd for MarginChunk<'_> {
     }
 }
 
-/// [`Transpose`] in 4 × 4 blocks, each by four unpacks and four lane permutes (AVX).
+/// [`transpose`] in 4 × 4 blocks, each by four unpacks and four lane permutes (AVX).
 #[cfg(target_arch = "x86_64")]
 struct TransposeAvx<'a> {
     v3: pulp::x86::V3,
-    x: &'a [f64],
-    d: usize,
-    xt: &'a mut [f64],
+    src: &'a [f64],
+    w: usize,
+    dst: &'a mut [f64],
+    ds: usize,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -559,23 +624,27 @@ impl pulp::WithSimd for TransposeAvx<'_> {
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
         use core::arch::x86_64::__m256d;
-        let TransposeAvx { v3, x, d, xt } = self;
+        let TransposeAvx {
+            v3,
+            src,
+            w,
+            dst,
+            ds,
+        } = self;
         let avx = v3.avx;
-        let m = x.len() / d;
-        zero_padding(xt, d, m);
-        let mb = stride(m.div_ceil(ROW_PAD) * ROW_PAD);
-        let (m4, d4) = (m / 4 * 4, d / 4 * 4);
+        let m = src.len() / w;
+        let (m4, w4) = (m / 4 * 4, w / 4 * 4);
         let load = |o: usize| -> __m256d {
-            let v: [f64; 4] = x[o..o + 4].try_into().expect("four values");
+            let v: [f64; 4] = src[o..o + 4].try_into().expect("four values");
             pulp::cast(v)
         };
         for i0 in (0..m4).step_by(4) {
-            for a0 in (0..d4).step_by(4) {
+            for a0 in (0..w4).step_by(4) {
                 let r: [__m256d; 4] = [
-                    load(i0 * d + a0),
-                    load((i0 + 1) * d + a0),
-                    load((i0 + 2) * d + a0),
-                    load((i0 + 3) * d + a0),
+                    load(i0 * w + a0),
+                    load((i0 + 1) * w + a0),
+                    load((i0 + 2) * w + a0),
+                    load((i0 + 3) * w + a0),
                 ];
                 let t0 = avx._mm256_unpacklo_pd(r[0], r[1]);
                 let t1 = avx._mm256_unpackhi_pd(r[0], r[1]);
@@ -588,20 +657,20 @@ impl pulp::WithSimd for TransposeAvx<'_> {
                     avx._mm256_permute2f128_pd::<0x31>(t1, t3),
                 ];
                 for (q, cq) in c.into_iter().enumerate() {
-                    let o = (a0 + q) * mb + i0;
+                    let o = (a0 + q) * ds + i0;
                     let v: [f64; 4] = pulp::cast(cq);
-                    xt[o..o + 4].copy_from_slice(&v);
+                    dst[o..o + 4].copy_from_slice(&v);
                 }
             }
-            for a in d4..d {
+            for a in w4..w {
                 for l in 0..4 {
-                    xt[a * mb + i0 + l] = x[(i0 + l) * d + a];
+                    dst[a * ds + i0 + l] = src[(i0 + l) * w + a];
                 }
             }
         }
         for i in m4..m {
-            for a in 0..d {
-                xt[a * mb + i] = x[i * d + a];
+            for a in 0..w {
+                dst[a * ds + i] = src[i * w + a];
             }
         }
     }
