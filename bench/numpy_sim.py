@@ -135,7 +135,8 @@ def fit(dh, y, ridge):
         H = (X.T * (s * (1.0 - s))) @ X
         H[np.diag_indices_from(H)] += reg
         step = newton_step(H, g)
-        if math.sqrt(float(step @ step)) < 1e-10:
+        step_norm = math.sqrt(float(step @ step))
+        if step_norm < 1e-10:
             return theta[:d], theta[d], it, loss
         slope = float(g @ step)
         resolution = 2.0**-40 * abs(loss)
@@ -149,7 +150,7 @@ def fit(dh, y, ridge):
                 theta, loss, accepted = cand, l, True
                 break
             t *= 0.5
-        if not accepted or t * math.sqrt(float(step @ step)) < 1e-10:
+        if not accepted or t * step_norm < 1e-10:
             return theta[:d], theta[d], it, loss
     raise RuntimeError("no convergence after 200 Newton iterations")
 

@@ -418,7 +418,8 @@ fn newton(
     for iter in 1..=200 {
         design.grad_hess(crew, y, sig, &theta, ridge, &mut grad, &mut hess);
         let step = newton_step(&hess, &grad, &mut chol);
-        if dot(&step, &step).sqrt() < STEP_TOL {
+        let step_norm = dot(&step, &step).sqrt();
+        if step_norm < STEP_TOL {
             // θ is within about |δ| of the optimum.
             return done(&theta, iter, loss);
         }
@@ -464,7 +465,7 @@ fn newton(
             }
             t *= 0.5;
         }
-        if !accepted || t * dot(&step, &step).sqrt() < STEP_TOL {
+        if !accepted || t * step_norm < STEP_TOL {
             // No decrease possible at machine precision (or only by a step below the
             // tolerance): we are at the optimum, or, where there is none (separable rows), as
             // far along the loss's decrease as it can be resolved.

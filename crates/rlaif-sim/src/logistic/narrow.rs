@@ -70,6 +70,11 @@ pub(super) struct FeatureMajor {
     parts: Vec<(Vec<f64>, Vec<f64>)>,
 }
 
+/// Values of all chunks of a design of `rows` padded rows and `dt` feature columns.
+fn design_len(rows: usize, dt: usize) -> usize {
+    chunks(rows, dt).map(|(_, _, mb)| dt * stride(mb)).sum()
+}
+
 /// `(offset in xt, first row, padded rows)` of each chunk.
 fn chunks(rows: usize, dt: usize) -> impl Iterator<Item = (usize, usize, usize)> {
     (0..rows.div_ceil(CHUNK)).map(move |c| {
@@ -112,7 +117,7 @@ impl FeatureMajor {
         let rows = n.div_ceil(ROW_PAD) * ROW_PAD;
         wt.resize(rows);
         res.resize(rows);
-        let len: usize = chunks(rows, dt).map(|(_, _, mb)| dt * stride(mb)).sum();
+        let len = design_len(rows, dt);
         xt.resize(len + 7, 0.0);
         let base = match xt.as_ptr().align_offset(64) {
             b @ 0..=7 => b,
@@ -133,7 +138,7 @@ impl FeatureMajor {
     /// Every chunk's `dt × m̄` block (feature a's values at `a · stride(m̄)`), in chunk order.
     fn chunks_mut(&mut self) -> Vec<ColumnChunk<'_>> {
         let (dt, rows) = (self.dt, self.rows);
-        let len: usize = chunks(rows, dt).map(|(_, _, mb)| dt * stride(mb)).sum();
+        let len = design_len(rows, dt);
         self.xt[self.base..self.base + len]
             .chunks_mut(dt * stride(CHUNK))
             .zip(chunks(rows, dt))
